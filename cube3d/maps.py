@@ -1,0 +1,543 @@
+"""Kinematic maps: the result container and its FITS file.
+
+A :class:`KinematicMaps` holds one 2-D image per quantity (V, SIGMA, H3, H4, their
+errors, CHI2, SNR, BINID, FLAG), the cube's celestial WCS, provenance and, optionally,
+the per-bin spectra and best-fit models for the spectrum-plus-fit plot.
+
+:func:`write_maps` writes it to one FITS file:
+
+* an empty primary HDU whose header holds the provenance (``HIERARCH CUBE3D <KEY>``
+  cards; long strings continue on ``CONTINUE`` cards, lists and dicts are JSON);
+* one ``ImageHDU`` per map, ``EXTNAME`` equal to the map name, with the cube's
+  celestial WCS, ``BUNIT`` and a one-line ``CONTENT`` description;
+* optionally the image HDUs ``LOGLAM`` (n_pix,), ``SPEC``, ``MODEL`` and ``WEIGHT``
+  (n_bin, n_pix): row ``i`` belongs to the bin with ``BINID == i``.
+
+The file opens in astropy (``fits.open``, ``WCS(hdu.header)``), ds9 and spectral-cube
+(``Projection.from_hdu``) with the cube's sky coordinates.  Writes are atomic: the file
+is written to a temporary file in the target directory, flushed to disk and moved into
+place with :func:`os.replace`, so a failed or interrupted run never leaves a truncated
+file nor overwrites a good one.
+
+Velocities are line-of-sight velocities relative to the redshift recorded in
+``meta["redshift"]`` (km/s); h_m are the dimensionless Gauss-Hermite coefficients of
+Cappellari (2017, eq. 38).
+
+FLAG bits (0 = good fit):
+
+====  =====  =====================================================================
+bit   value  meaning
+====  =====  =====================================================================
+0     1      not fitted (no usable pixels, outside the S/N cut or the bins; BINID -1)
+1     2      the fit did not converge within its iterations
+2     4      non-finite moments, errors or chi2 returned
+3     8      a kinematic parameter sits at its bound (e.g. sigma at its limit)
+4     16     low S/N: below the requested target or minimum S/N
+5     32     many pixels rejected by outlier clipping
+====  =====  =====================================================================
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from cube3d.errors import InputError
+
+__all__ = [
+    "KinematicMaps",
+    "write_maps",
+    "read_maps",
+    "model_path_for",
+    "default_unit",
+    "describe",
+    "FLAG_NOT_FITTED",
+    "FLAG_NOT_CONVERGED",
+    "FLAG_NONFINITE",
+    "FLAG_AT_BOUND",
+    "FLAG_LOW_SNR",
+    "FLAG_CLIPPED",
+    "FLAG_BITS",
+]
+
+FLAG_NOT_FITTED = 1
+FLAG_NOT_CONVERGED = 2
+FLAG_NONFINITE = 4
+FLAG_AT_BOUND = 8
+FLAG_LOW_SNR = 16
+FLAG_CLIPPED = 32
+#: value -> meaning of every FLAG bit (also written to the FLAG HDU header).
+FLAG_BITS = {
+    FLAG_NOT_FITTED: "not fitted (no usable pixels or not binned)",
+    FLAG_NOT_CONVERGED: "fit did not converge",
+    FLAG_NONFINITE: "non-finite moments, errors or chi2",
+    FLAG_AT_BOUND: "kinematic parameter at its bound",
+    FLAG_LOW_SNR: "S/N below the requested minimum",
+    FLAG_CLIPPED: "many pixels rejected by clipping",
+}
+
+#: names of the optional per-bin spectra HDUs, in file order.
+SPECTRA_NAMES = ("LOGLAM", "SPEC", "MODEL", "WEIGHT")
+#: maps stored as integers.
+INT_MAPS = ("BINID", "FLAG")
+
+_META_PREFIX = "CUBE3D"
+_META_JSONKEYS = "JSONKEYS"
+_KIND_KEY = "C3DKIND"
+_KIND_VALUE = "KINEMATIC_MAPS"
+_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_GH_RE = re.compile(r"^H(\d+)$")
+
+_DESCRIPTIONS = {
+    "V": "line-of-sight velocity relative to the redshift",
+    "SIGMA": "line-of-sight velocity dispersion",
+    "CHI2": "reduced chi2 of the best fit",
+    "SNR": "median signal-to-noise ratio per pixel",
+    "BINID": "bin index of each spaxel (-1 = not fitted)",
+    "FLAG": "quality bitmask (0 = good; bits in header)",
+}
+
+
+def default_unit(name):
+    """Return the BUNIT string of a map name.
+
+    Parameters
+    ----------
+    name : str
+        Map name, e.g. ``"V"``, ``"SIGMA_ERR"``, ``"H3"``.
+
+    Returns
+    -------
+    str
+        ``"km/s"`` for V, SIGMA and their errors, ``""`` (dimensionless) otherwise.
+    """
+    base = name[:-4] if name.endswith("_ERR") else name
+    return "km/s" if base in ("V", "SIGMA") else ""
+
+
+def describe(name):
+    """Return a one-line description of a map name (written as the HDU's ``CONTENT``)."""
+    if name.endswith("_ERR"):
+        return "1-sigma error of " + describe(name[:-4])
+    if name in _DESCRIPTIONS:
+        return _DESCRIPTIONS[name]
+    m = _GH_RE.match(name)
+    if m:
+        return f"Gauss-Hermite coefficient h{m.group(1)} (Cappellari 2017 eq. 38)"
+    return name
+
+
+@dataclass(frozen=True)
+class KinematicMaps:
+    """Kinematic maps of one cube, with WCS and provenance (immutable).
+
+    Parameters
+    ----------
+    maps : dict of str -> ndarray, shape (ny, nx)
+        ``"V"``, ``"SIGMA"`` (km/s), ``"H3"``, ``"H4"`` [, ``"H5"``, ``"H6"``], their
+        errors ``"<NAME>_ERR"``, ``"CHI2"`` (reduced), ``"SNR"``, ``"BINID"`` (int,
+        -1 = not fitted) and ``"FLAG"`` (int bitmask, see the module docstring).
+        Names are upper-case FITS EXTNAMEs; all maps share one shape.
+    units : dict of str -> str
+        BUNIT per map name; missing names get :func:`default_unit`.
+    wcs : astropy.wcs.WCS
+        2-D celestial WCS of the cube (``cube_wcs.celestial``).
+    meta : dict, optional
+        Provenance: input file, templates, redshift, settings, ...  Keys are
+        case-insensitive (letters, digits, ``_``, ``-``) and are returned lower case;
+        values are JSON-serialisable.  :func:`write_maps` adds ``version``
+        (``cube3d.__version__``) and ``date`` when absent.
+    spectra : dict of str -> ndarray, optional
+        ``"LOGLAM"`` (n_pix,) natural log of the rest-frame wavelength in Angstrom,
+        ``"SPEC"``, ``"MODEL"``, ``"WEIGHT"`` (n_bin, n_pix); row ``i`` is the bin with
+        ``BINID == i``.  ``WEIGHT == 0`` marks masked pixels.
+
+    Arrays are copied and made read-only.
+    """
+
+    maps: dict
+    units: dict
+    wcs: WCS
+    meta: dict = field(default_factory=dict)
+    spectra: dict | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.maps, dict) or not self.maps:
+            raise InputError("KinematicMaps: 'maps' must be a non-empty dict of 2-D arrays")
+        shape = None
+        maps = {}
+        for name, arr in self.maps.items():
+            if not isinstance(name, str) or not _KEY_RE.match(name) or name != name.upper():
+                raise InputError(f"KinematicMaps: map name {name!r} must be an upper-case FITS EXTNAME")
+            if name in SPECTRA_NAMES:
+                raise InputError(f"KinematicMaps: map name {name!r} is reserved for the spectra")
+            a = np.array(arr, dtype=np.int32 if name in INT_MAPS else np.float64)
+            if a.ndim != 2:
+                raise InputError(f"KinematicMaps: map {name!r} must be 2-D, got shape {a.shape}")
+            if shape is None:
+                shape = a.shape
+            elif a.shape != shape:
+                raise InputError(f"KinematicMaps: map {name!r} has shape {a.shape}, expected {shape}")
+            a.setflags(write=False)
+            maps[name] = a
+        object.__setattr__(self, "maps", maps)
+
+        if not isinstance(self.wcs, WCS) or self.wcs.naxis != 2 or not self.wcs.has_celestial:
+            raise InputError("KinematicMaps: 'wcs' must be a 2-D celestial astropy WCS")
+        units = {k: str(v) for k, v in dict(self.units or {}).items()}
+        unknown = set(units) - set(maps)
+        if unknown:
+            raise InputError(f"KinematicMaps: 'units' names unknown maps {sorted(unknown)}")
+        for name in maps:
+            units.setdefault(name, default_unit(name))
+        object.__setattr__(self, "units", units)
+
+        meta = dict(self.meta or {})
+        for key in meta:
+            if not isinstance(key, str) or not _KEY_RE.match(key):
+                raise InputError(f"KinematicMaps: meta key {key!r} must use letters, digits, '_' or '-'")
+        lowered = {k.lower(): v for k, v in meta.items()}
+        if len(lowered) != len(meta):
+            raise InputError("KinematicMaps: meta keys differ only by case")
+        object.__setattr__(self, "meta", lowered)
+
+        if self.spectra is not None:
+            object.__setattr__(self, "spectra", _check_spectra(self.spectra))
+
+    @property
+    def shape(self):
+        """(ny, nx) of the maps."""
+        return next(iter(self.maps.values())).shape
+
+    @property
+    def names(self):
+        """Map names in file order."""
+        return tuple(self.maps)
+
+
+def _check_spectra(spectra):
+    if not isinstance(spectra, dict):
+        raise InputError("KinematicMaps: 'spectra' must be a dict or None")
+    missing = [k for k in SPECTRA_NAMES if k not in spectra]
+    extra = [k for k in spectra if k not in SPECTRA_NAMES]
+    if missing or extra:
+        raise InputError(f"KinematicMaps: 'spectra' needs exactly {list(SPECTRA_NAMES)} (missing {missing}, extra {extra})")
+    out = {}
+    loglam = np.array(spectra["LOGLAM"], dtype=np.float64)
+    if loglam.ndim != 1:
+        raise InputError(f"KinematicMaps: spectra 'LOGLAM' must be 1-D, got shape {loglam.shape}")
+    out["LOGLAM"] = loglam
+    for k in SPECTRA_NAMES[1:]:
+        a = np.array(spectra[k], dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != loglam.size:
+            raise InputError(f"KinematicMaps: spectra {k!r} must have shape (n_bin, {loglam.size}), got {a.shape}")
+        out[k] = a
+    if not out["SPEC"].shape == out["MODEL"].shape == out["WEIGHT"].shape:
+        raise InputError("KinematicMaps: spectra 'SPEC', 'MODEL' and 'WEIGHT' differ in shape")
+    for a in out.values():
+        a.setflags(write=False)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# provenance <-> header
+# ---------------------------------------------------------------------------------------
+
+
+def _meta_to_header(meta, header):
+    json_keys = []
+    for key, value in meta.items():
+        card = f"HIERARCH {_META_PREFIX} {key.upper()}"
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if isinstance(value, np.generic):
+            value = value.item()
+        scalar = isinstance(value, (str, bool, int)) or (isinstance(value, float) and math.isfinite(value))
+        if scalar:
+            header[card] = value
+        else:
+            try:
+                header[card] = json.dumps(value, default=_json_default)
+            except TypeError as exc:
+                raise InputError(f"KinematicMaps: meta value of {key!r} is not JSON-serialisable ({exc})") from None
+            json_keys.append(key.upper())
+    if json_keys:
+        header[f"HIERARCH {_META_PREFIX} {_META_JSONKEYS}"] = ",".join(json_keys)
+
+
+def _json_default(obj):
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
+
+
+def _header_to_meta(header):
+    prefix = _META_PREFIX + " "
+    json_key = prefix + _META_JSONKEYS
+    json_keys = set(filter(None, str(header.get(json_key, "")).split(",")))
+    meta = {}
+    for key in header.keys():
+        if not key.startswith(prefix) or key == json_key:
+            continue
+        name = key[len(prefix):]
+        value = header[key]
+        if name in json_keys:
+            value = json.loads(value)
+        meta[name.lower()] = value
+    return meta
+
+
+# ---------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------
+
+
+def model_path_for(path):
+    """Return the model-cube path that goes with a maps file: ``<stem>_model.fits``."""
+    path = Path(path)
+    return path.with_name(path.stem + "_model.fits")
+
+
+def _build_hdulist(maps):
+    from cube3d import __version__
+
+    primary = fits.PrimaryHDU()
+    hdr = primary.header
+    hdr[_KIND_KEY] = (_KIND_VALUE, "cube3d kinematic maps file")
+    meta = dict(maps.meta)
+    meta.setdefault("version", __version__)
+    meta.setdefault("date", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    _meta_to_header(meta, hdr)
+    hdr["MAPS"] = (",".join(maps.names), "image HDUs holding maps")
+
+    wcs_header = maps.wcs.to_header()
+    hdus = [primary]
+    for name, arr in maps.maps.items():
+        h = fits.Header()
+        h.update(wcs_header)
+        h["BUNIT"] = (maps.units[name], "physical unit of the map")
+        h["CONTENT"] = describe(name)
+        if name == "FLAG":
+            for bit, text in FLAG_BITS.items():
+                h[f"FLAGB{int(math.log2(bit))}"] = (bit, text)
+        hdus.append(fits.ImageHDU(data=np.asarray(arr), header=h, name=name))
+
+    if maps.spectra is not None:
+        notes = {
+            "LOGLAM": ("ln(rest-frame wavelength / Angstrom)", ""),
+            "SPEC": ("observed spectrum per bin (row = BINID)", ""),
+            "MODEL": ("best-fit model per bin (row = BINID)", ""),
+            "WEIGHT": ("fit weight per pixel, 0 = masked", ""),
+        }
+        for name in SPECTRA_NAMES:
+            h = fits.Header()
+            h["CONTENT"] = notes[name][0]
+            hdus.append(fits.ImageHDU(data=np.asarray(maps.spectra[name]), header=h, name=name))
+    return fits.HDUList(hdus)
+
+
+def _model_hdulist(model_cube, cube_header, shape2d):
+    if isinstance(model_cube, (fits.ImageHDU, fits.PrimaryHDU)):
+        cube_header = model_cube.header if cube_header is None else cube_header
+        model_cube = model_cube.data
+    model = np.asarray(model_cube)
+    if model.ndim != 3 or model.shape[1:] != tuple(shape2d):
+        raise InputError(
+            f"write_maps: 'model_cube' must have shape (n_wave, {shape2d[0]}, {shape2d[1]}), got {model.shape}"
+        )
+    if isinstance(cube_header, WCS):
+        hdr = cube_header.to_header()
+    elif isinstance(cube_header, fits.Header):
+        hdr = cube_header.copy()
+    else:
+        raise InputError("write_maps: 'cube_header' (the cube's 3-D WCS header, Header or WCS) is required with 'model_cube'")
+    for key in ("SIMPLE", "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND",
+                "PCOUNT", "GCOUNT", "EXTNAME", "CHECKSUM", "DATASUM", "BSCALE", "BZERO"):
+        hdr.remove(key, ignore_missing=True, remove_all=True)
+    try:
+        naxis = WCS(hdr).naxis
+    except Exception as exc:
+        raise InputError(f"write_maps: 'cube_header' has an invalid WCS ({exc})") from None
+    if naxis != 3:
+        raise InputError(f"write_maps: 'cube_header' must describe a 3-D WCS, got {naxis} axes")
+    hdr["CONTENT"] = "best-fit model cube (same units and WCS as the input cube)"
+    return fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data=model.astype(np.float32), header=hdr, name="MODEL")])
+
+
+def _atomic_write(hdul, path):
+    """Write an HDUList to a temporary file next to ``path``; return the temp path."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            hdul.writeto(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return tmp
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_maps(maps, path, overwrite=False, model_cube=None, cube_header=None):
+    """Write kinematic maps to one FITS file, atomically.
+
+    Parameters
+    ----------
+    maps : KinematicMaps
+        The maps to write.
+    path : str or os.PathLike
+        Output FITS file.
+    overwrite : bool, optional
+        Replace an existing file.  When False (default) an existing ``path`` (or model
+        file) raises :class:`~cube3d.errors.InputError` before any work.
+    model_cube : ndarray, shape (n_wave, ny, nx), or astropy ImageHDU, optional
+        Best-fit model cube, written to ``<stem>_model.fits`` (see
+        :func:`model_path_for`) as an image HDU ``MODEL`` with the cube's 3-D WCS.
+        An HDU brings its own header.
+    cube_header : astropy.io.fits.Header or astropy.wcs.WCS, optional
+        Header (or WCS) of the input cube's data HDU; required with ``model_cube``.
+
+    Returns
+    -------
+    pathlib.Path
+        The maps file written.
+
+    Notes
+    -----
+    Every file is written to a temporary file in the target directory, flushed with
+    ``fsync`` and moved into place with :func:`os.replace`; both files are complete on
+    disk before either is moved, and a failure removes the temporary files and leaves
+    existing files untouched.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astropy.wcs import WCS
+    >>> w = WCS(naxis=2); w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    >>> m = KinematicMaps({"V": np.zeros((3, 4))}, {}, w)
+    >>> write_maps(m, "maps.fits", overwrite=True).name  # doctest: +SKIP
+    'maps.fits'
+    """
+    if not isinstance(maps, KinematicMaps):
+        raise InputError("write_maps: 'maps' must be a KinematicMaps")
+    path = Path(path)
+    targets = [path] + ([model_path_for(path)] if model_cube is not None else [])
+    for target in targets:
+        if target.exists() and not overwrite:
+            raise InputError(f"{target}: file exists (pass overwrite=True / --overwrite to replace it)")
+        if target.is_dir():
+            raise InputError(f"{target}: is a directory")
+    if not path.parent.is_dir():
+        raise InputError(f"{path.parent}: output directory does not exist")
+
+    hduls = [_build_hdulist(maps)]
+    if model_cube is not None:
+        hduls.append(_model_hdulist(model_cube, cube_header, maps.shape))
+
+    temps = []
+    try:
+        for hdul, target in zip(hduls, targets):
+            temps.append(_atomic_write(hdul, target))
+        for tmp, target in zip(temps, targets):
+            os.replace(tmp, target)
+    finally:
+        for tmp in temps:
+            _unlink_quietly(tmp)
+    _fsync_dir(path.parent)
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------
+
+
+def read_maps(path):
+    """Read a kinematic maps file written by :func:`write_maps`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The maps FITS file.
+
+    Returns
+    -------
+    KinematicMaps
+
+    Raises
+    ------
+    cube3d.errors.InputError
+        When the file is missing, not FITS, or holds no 2-D map HDU.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        hdul = fits.open(path, memmap=False)
+    except Exception as exc:  # astropy raises OSError/ValueError/TypeError for junk
+        raise InputError(f"{path}: not a readable FITS file ({type(exc).__name__}: {exc})") from None
+    with hdul:
+        meta = _header_to_meta(hdul[0].header)
+        maps, units, wcs, spectra = {}, {}, None, {}
+        for hdu in hdul[1:]:
+            name = (hdu.name or "").upper()
+            if not isinstance(hdu, fits.ImageHDU) or hdu.data is None:
+                continue
+            if name in SPECTRA_NAMES:
+                spectra[name] = np.array(hdu.data)
+                continue
+            if hdu.data.ndim != 2:
+                continue
+            maps[name] = np.array(hdu.data)
+            units[name] = str(hdu.header.get("BUNIT", default_unit(name)))
+            if wcs is None:
+                try:
+                    wcs = WCS(hdu.header).celestial
+                except Exception as exc:
+                    raise InputError(f"{path}[{name}]: invalid WCS ({exc})") from None
+        if not maps:
+            raise InputError(f"{path}: no 2-D map HDU found (not a cube3d maps file?)")
+        if not wcs.has_celestial:
+            raise InputError(f"{path}[{next(iter(maps))}]: no celestial WCS")
+    shapes = {k: v.shape for k, v in maps.items()}
+    if len(set(shapes.values())) != 1:
+        raise InputError(f"{path}: maps differ in shape {shapes}")
+    spec = spectra if len(spectra) == len(SPECTRA_NAMES) else None
+    try:
+        return KinematicMaps(maps=maps, units=units, wcs=wcs, meta=meta, spectra=spec)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
