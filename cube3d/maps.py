@@ -322,7 +322,7 @@ def _build_hdulist(maps):
     meta.setdefault("version", __version__)
     meta.setdefault("date", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     _meta_to_header(meta, hdr)
-    hdr["MAPS"] = (",".join(maps.names), "image HDUs holding maps")
+    hdr["MAPS"] = ",".join(maps.names)
 
     wcs_header = maps.wcs.to_header()
     hdus = [primary]
