@@ -1,0 +1,193 @@
+"""Tests of cube3d.losvd: transforms against numerical transforms of the pdfs,
+normalisation, moments, sign convention, jit / vmap / grad."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+from scipy import integrate, special
+
+from cube3d import losvd
+from cube3d.errors import InputError
+
+pytestmark = pytest.mark.timeout(120)
+
+N_PIX = 128
+OMEGA = 2 * np.pi * np.arange(N_PIX // 2 + 1) / N_PIX
+
+
+def numerical_ft(pdf_fn, omega, centre, half_width, dx=0.02):
+    """integral pdf(x) exp(-i omega x) dx by the rectangle rule on a fine wide grid
+    (spectrally accurate for smooth pdfs that vanish at the window ends)."""
+    x = np.arange(centre - half_width, centre + half_width + dx / 2, dx)
+    f = np.asarray(pdf_fn(jnp.asarray(x)))
+    return np.exp(-1j * np.outer(omega, x)) @ f * dx
+
+
+# (v, sigma, h) in pixels; n_h = 0 .. 4 (h3 .. h6)
+GH_CASES = [
+    (0.0, 2.0, []),
+    (3.7, 1.3, [0.1]),
+    (-2.2, 4.0, [-0.08, 0.06]),
+    (1.1, 2.5, [0.05, -0.07, 0.03]),
+    (0.4, 3.1, [-0.04, 0.09, 0.02, -0.05]),
+]
+
+
+# ---------------------------------------------------------------------------- Hermite
+def test_hermite_polynomials_match_closed_forms():
+    y = np.linspace(-6, 6, 101)
+    hp = losvd.hermite_polynomials(jnp.asarray(y), 8)
+    # van der Marel & Franx (1993) eq. A2 for H3, H4
+    np.testing.assert_allclose(hp[3], (2 * np.sqrt(2) * y**3 - 3 * np.sqrt(2) * y) / np.sqrt(6),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(hp[4], (4 * y**4 - 12 * y**2 + 3) / np.sqrt(24),
+                               rtol=1e-12, atol=1e-12)
+    for m in range(9):  # physicists' Hermite / sqrt(2^m m!)
+        ref = special.eval_hermite(m, y) / math.sqrt(2.0**m * math.factorial(m))
+        np.testing.assert_allclose(hp[m], ref, rtol=1e-11, atol=1e-11)
+
+
+def test_hermite_orthonormal_with_weight_alpha_squared():
+    # vdMF93 eq. A3: integral H_l H_m alpha^2 dy = delta_lm / (2 sqrt(pi))
+    for l in range(5):
+        for m in range(5):
+            val, _ = integrate.quad(
+                lambda y: float(losvd.hermite_polynomials(y, 4)[l] * losvd.hermite_polynomials(y, 4)[m])
+                * np.exp(-y * y) / (2 * np.pi), -np.inf, np.inf)
+            assert val == pytest.approx((l == m) / (2 * np.sqrt(np.pi)), abs=1e-10)
+
+
+# ---------------------------------------------------------------------------- Gauss-Hermite
+@pytest.mark.parametrize("v,sigma,h", GH_CASES)
+def test_gauss_hermite_ft_matches_numerical_transform(v, sigma, h):
+    h = jnp.asarray(h, dtype=float)
+    ft = np.asarray(losvd.gauss_hermite_ft(jnp.asarray(OMEGA), v, sigma, h))
+    ref = numerical_ft(lambda x: losvd.gauss_hermite_pdf(x, v, sigma, h), OMEGA, v, 20 * sigma)
+    np.testing.assert_allclose(ft, ref, rtol=0, atol=1e-10)
+    assert np.max(np.abs(ref)) > 0.9  # the comparison is not between two zeros
+
+
+@pytest.mark.parametrize("v,sigma,h", GH_CASES)
+def test_gauss_hermite_normalisation(v, sigma, h):
+    h_arr = jnp.asarray(h, dtype=float)
+    ft0 = complex(losvd.gauss_hermite_ft(jnp.zeros(1), v, sigma, h_arr)[0])
+    integral, _ = integrate.quad(lambda x: float(losvd.gauss_hermite_pdf(x, v, sigma, h_arr)),
+                                 v - 20 * sigma, v + 20 * sigma, limit=200)
+    # even terms do not integrate to zero: (-i)^m H_m(0) = sqrt(3/8) for m = 4, 15/sqrt(720) for 6
+    hh = dict(zip(range(3, 3 + len(h)), h))
+    expected = 1 + hh.get(4, 0.0) * np.sqrt(3 / 8) + hh.get(6, 0.0) * 15 / np.sqrt(720)
+    assert ft0.imag == pytest.approx(0.0, abs=1e-15)
+    assert ft0.real == pytest.approx(expected, rel=1e-12)
+    assert integral == pytest.approx(expected, rel=1e-10)
+    if 4 not in hh and 6 not in hh:
+        assert ft0.real == pytest.approx(1.0, rel=1e-14)
+
+
+def test_gaussian_moments_are_v_and_sigma():
+    v, sigma = 2.3, 1.7
+    x = jnp.linspace(v - 20 * sigma, v + 20 * sigma, 4001)
+    norm, mean, disp = losvd.pdf_moments(x, losvd.gauss_hermite_pdf(x, v, sigma, jnp.zeros(0)))
+    assert float(norm) == pytest.approx(1.0, rel=1e-12)
+    assert float(mean) == pytest.approx(v, rel=1e-12)
+    assert float(disp) == pytest.approx(sigma, rel=1e-12)
+
+
+@pytest.mark.parametrize("v", [3.0, -5.0, 2.4])
+def test_sign_convention_positive_v_shifts_to_the_red(v):
+    n, j0, sigma = 256, 100, 3.0  # sigma >~ 3 px: the band limit at Nyquist is negligible
+    delta = jnp.zeros(n).at[j0].set(1.0)
+    omega = 2 * jnp.pi * jnp.arange(n // 2 + 1) / n
+    model = jnp.fft.irfft(jnp.fft.rfft(delta) * losvd.gauss_hermite_ft(omega, v, sigma, jnp.zeros(0)), n)
+    model = np.asarray(model)
+    j = np.arange(n)
+    centroid = np.sum(j * model) / np.sum(model)
+    assert centroid == pytest.approx(j0 + v, abs=1e-9)
+    assert abs(np.argmax(model) - (j0 + v)) <= 0.5
+    assert np.sum(model) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_positive_h3_skews_towards_high_velocity():
+    # van der Marel & Franx (1993): h3 > 0 gives a tail to high velocity, with the
+    # peak displaced to lower velocity; the mean moves by sqrt(3) h3 sigma.
+    v, sigma, h3 = 0.0, 2.0, 0.1
+    x = jnp.linspace(-30, 30, 60001)
+    pdf = np.asarray(losvd.gauss_hermite_pdf(x, v, sigma, jnp.array([h3])))
+    xs = np.asarray(x)
+    dx = xs[1] - xs[0]
+    mean = np.sum(xs * pdf) * dx
+    third = np.sum((xs - mean) ** 3 * pdf) * dx
+    assert mean == pytest.approx(np.sqrt(3) * h3 * sigma, rel=1e-8)
+    assert third > 0
+    assert xs[np.argmax(pdf)] < v
+
+
+@pytest.mark.parametrize("v,sigma,h", GH_CASES[1:])
+def test_gauss_hermite_jit_vmap_grad(v, sigma, h):
+    h = jnp.asarray(h, dtype=float)
+    omega = jnp.asarray(OMEGA)
+    eager = losvd.gauss_hermite_ft(omega, v, sigma, h)
+    jitted = jax.jit(losvd.gauss_hermite_ft)(omega, v, sigma, h)
+    np.testing.assert_allclose(jitted, eager, rtol=1e-13, atol=1e-15)
+
+    vs = jnp.array([v, v + 0.3, v - 1.1])
+    sigmas = jnp.array([sigma, 1.1 * sigma, 0.8 * sigma])
+    hs = jnp.stack([h, 0.5 * h, -h])
+    batched = jax.vmap(losvd.gauss_hermite_ft, in_axes=(None, 0, 0, 0))(omega, vs, sigmas, hs)
+    for i in range(3):
+        np.testing.assert_allclose(batched[i], losvd.gauss_hermite_ft(omega, vs[i], sigmas[i], hs[i]),
+                                   rtol=1e-13, atol=1e-15)
+
+    def scalar(p):
+        ft = losvd.gauss_hermite_ft(omega[:20], p[0], p[1], p[2:])
+        return jnp.sum(jnp.real(ft) * jnp.arange(20)) + jnp.sum(jnp.imag(ft) ** 2)
+
+    check_grads(scalar, (jnp.concatenate([jnp.array([v, sigma]), h]),), order=2, modes=["rev", "fwd"])
+    check_grads(lambda p: losvd.gauss_hermite_pdf(jnp.linspace(-5, 5, 11), p[0], p[1], p[2:]),
+                (jnp.concatenate([jnp.array([v, sigma]), h]),), order=1)
+
+
+def test_gauss_hermite_ft_in_float32_input_keeps_working():
+    ft = losvd.gauss_hermite_ft(jnp.asarray(OMEGA, dtype=jnp.float32), 1.0, 2.0, jnp.array([0.1]))
+    assert ft.shape == OMEGA.shape and jnp.iscomplexobj(ft)
+
+
+def test_moment_names_and_family():
+    assert losvd.gauss_hermite_moment_names(2) == ("V", "SIGMA")
+    assert losvd.gauss_hermite_moment_names(6) == ("V", "SIGMA", "H3", "H4", "H5", "H6")
+    fam = losvd.LOSVDFamily.gauss_hermite(4)
+    assert fam.name == "gauss_hermite" and fam.n_params == 4
+    assert fam.param_names == ("V", "SIGMA", "H3", "H4")
+    assert fam == losvd.LOSVDFamily.gauss_hermite(4) and hash(fam) == hash(losvd.LOSVDFamily.gauss_hermite(4))
+    assert fam != losvd.LOSVDFamily.gauss_hermite(6)
+    params = jnp.array([1.0, 2.0, 0.05, -0.03])
+    np.testing.assert_allclose(fam.ft(OMEGA, params),
+                               losvd.gauss_hermite_ft(OMEGA, 1.0, 2.0, params[2:]), rtol=1e-15)
+    x = jnp.linspace(-10, 10, 21)
+    np.testing.assert_allclose(fam.pdf(x, params), losvd.gauss_hermite_pdf(x, 1.0, 2.0, params[2:]),
+                               rtol=1e-15)
+    # jit with the family as a static argument
+    f = jax.jit(lambda p, fam: fam.ft(jnp.asarray(OMEGA), p), static_argnums=1)
+    np.testing.assert_allclose(f(params, fam), fam.ft(OMEGA, params), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("bad", [1, 0, 2.0, True, "4"])
+def test_bad_moment_count_raises(bad):
+    with pytest.raises(InputError, match="moments"):
+        losvd.gauss_hermite_moment_names(bad)
+
+
+def test_bad_h_shape_raises():
+    with pytest.raises(InputError, match="h"):
+        losvd.gauss_hermite_ft(OMEGA, 0.0, 1.0, jnp.zeros((2, 2)))
+    with pytest.raises(InputError, match="h"):
+        losvd.gauss_hermite_pdf(OMEGA, 0.0, 1.0, 0.1)
+
+
+def test_family_rejects_wrong_params_shape():
+    fam = losvd.LOSVDFamily.gauss_hermite(4)
+    with pytest.raises(InputError, match="V.*SIGMA"):
+        fam.ft(OMEGA, jnp.zeros(3))
