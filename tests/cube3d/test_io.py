@@ -482,3 +482,17 @@ def test_real_muse_minicube(shared_data):
     # memory: the two float64 cubes (flux, ivar) plus boolean masks, no further copies
     nbytes = cube.flux.nbytes + cube.ivar.nbytes
     assert peak < 1.35 * nbytes, (peak / 2**20, nbytes / 2**20)
+
+
+def test_manga_bad_auxiliary_extensions(tmp_path):
+    flux, ivar, mask = manga_arrays()
+    p = write_manga(tmp_path / "w.fits", flux, ivar, mask, with_wave=False)
+    with fits.open(p, mode="append") as hdul:
+        hdul.append(fits.ImageHDU(manga_wave(NW + 1), name="WAVE"))
+    with pytest.raises(InputError) as e:
+        read_cube(p)
+    assert_one_line(e, "w.fits[WAVE]", "wavelengths")
+    p = write_manga(tmp_path / "s.fits", flux, ivar, mask, specres=np.full(NW - 2, 2000.0))
+    with pytest.raises(InputError) as e:
+        read_cube(p)
+    assert_one_line(e, "s.fits[SPECRES]")
