@@ -1,0 +1,226 @@
+"""The ``cube3d`` command line: ``cube3d fit``, ``cube3d plot``, ``cube3d demo``.
+
+User errors (a missing file, a bad option) print one line ``cube3d: error: ...`` on
+standard error and exit with status 2, without a traceback; nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import InputError
+
+DEMO_REDSHIFT = 0.0881  # Abell 478 cluster redshift (the BCG sits at about -650 km/s from it)
+
+
+def _add_fit_options(p, demo=False):
+    g = p.add_argument_group("data")
+    if not demo:
+        g.add_argument("cube", help="input FITS datacube (MUSE DATA/STAT/DQ, MaNGA LOGCUBE, or a 3-D HDU with a spectral WCS)")
+        g.add_argument("--templates", required=True, metavar="DIR",
+                       help="directory (or FITS file) of 1-D template spectra with a linear or log wavelength WCS, e.g. MILES")
+        g.add_argument("--redshift", "-z", type=float, required=True,
+                       help="galaxy redshift; spectra are de-redshifted with it and V is relative to it (km/s)")
+        g.add_argument("-o", "--output", required=True, metavar="MAPS.fits", help="output FITS file of kinematic maps")
+    g.add_argument("--overwrite", action="store_true", help="replace the output file if it exists (default: refuse)")
+    g.add_argument("--layout", default="auto", choices=["auto", "MUSE", "MANGA", "GENERIC"],
+                   help="cube layout (default: detected from the HDU names)")
+    g.add_argument("--model-cube", action="store_true",
+                   help="also write the best-fit model cube to <output stem>_model.fits")
+    t = p.add_argument_group("templates and resolution")
+    t.add_argument("--template-fwhm", type=float, default=2.51,
+                   help="FWHM of the templates in Angstrom (default 2.51, MILES)")
+    t.add_argument("--template-vacuum", action="store_true",
+                   help="template wavelengths are in vacuum (default: air, as MILES)")
+    t.add_argument("--lsf", metavar="FILE",
+                   help="instrumental line-spread function: two-column table of wavelength and FWHM (Angstrom); "
+                        "default: the cube's own (MaNGA) or the MUSE WFM formula for MUSE cubes")
+    t.add_argument("--n-basis", type=int, default=None,
+                   help="keep only this many templates, chosen by NNLS on the summed spectrum (default: all)")
+    r = p.add_argument_group("preparation")
+    r.add_argument("--velscale", type=float, default=None,
+                   help="pixel size of the ln-lambda grid in km/s (default: the cube's smallest pixel)")
+    r.add_argument("--wave-range", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
+                   help="rest-frame wavelength range to fit, Angstrom (default: cube and templates overlap)")
+    r.add_argument("--target-sn", type=float, default=None,
+                   help="Voronoi-bin spaxels to this S/N per pixel (vorbin; default: no binning, every spaxel)")
+    r.add_argument("--min-sn", type=float, default=0.0, help="skip spaxels below this median S/N per pixel (default 0)")
+    r.add_argument("--no-emission-mask", action="store_true",
+                   help="do not mask the standard emission and sky lines")
+    f = p.add_argument_group("fit")
+    f.add_argument("--moments", type=int, default=4, choices=[2, 3, 4, 5, 6],
+                   help="Gauss-Hermite moments: 2 = V, sigma; 4 = V, sigma, h3, h4; up to 6 (default 4)")
+    f.add_argument("--losvd", default="gauss_hermite", choices=["gauss_hermite", "sanders_evans"],
+                   help="LOSVD family (default gauss_hermite; sanders_evans is non-negative everywhere)")
+    f.add_argument("--degree", type=int, default=4, help="additive Legendre polynomial degree, -1 for none (default 4)")
+    f.add_argument("--mdegree", type=int, default=0, help="multiplicative Legendre polynomial degree (default 0)")
+    f.add_argument("--clip", type=float, default=None, metavar="NSIGMA",
+                   help="mask pixels deviating by more than NSIGMA after a first fit, then refit (default: off)")
+    f.add_argument("--sigma-start", type=float, default=150.0, help="starting dispersion, km/s (default 150)")
+    f.add_argument("--chunk-size", type=int, default=64,
+                   help="spectra fitted per compiled batch; sets peak memory (default 64)")
+    f.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="cube3d",
+        description="Fit the line-of-sight velocity distribution of every spaxel of an IFU datacube "
+                    "and write FITS kinematic maps.",
+    )
+    parser.add_argument("--version", action="version", version=f"cube3d {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    pf = sub.add_parser("fit", help="fit a FITS cube and write kinematic maps",
+                        description="Fit every spaxel (or Voronoi bin) of a cube and write one FITS file of maps "
+                                    "(V, SIGMA, H3, H4, errors, CHI2, SNR, BINID, FLAG) with the cube's sky WCS.")
+    _add_fit_options(pf)
+
+    pp = sub.add_parser("plot", help="plot a maps file", description="Draw the maps and a spectrum-plus-fit panel.")
+    pp.add_argument("maps", help="FITS file written by `cube3d fit`")
+    pp.add_argument("-o", "--output", required=True, metavar="PNG",
+                    help="output image; the spectrum panel goes to <stem>_spectrum<suffix>")
+    pp.add_argument("--bin", type=int, default=None, help="bin index for the spectrum panel (default: highest S/N)")
+    pp.add_argument("--errors", action="store_true", help="also draw the error maps")
+
+    pd = sub.add_parser("demo", help="fit the bundled real MUSE cutout (Abell 478 BCG) end to end",
+                        description="Fit the bundled MUSE cutout of the Abell 478 brightest cluster galaxy with the "
+                                    "bundled MILES-HC templates, write maps and plots to --outdir.")
+    pd.add_argument("--outdir", default="cube3d_demo", help="output directory (default ./cube3d_demo)")
+    pd.add_argument("--redshift", "-z", type=float, default=DEMO_REDSHIFT,
+                    help=f"redshift (default {DEMO_REDSHIFT}, the cluster's)")
+    _add_fit_options(pd, demo=True)
+    pd.set_defaults(target_sn=15.0, moments=2, overwrite=True)
+    return parser
+
+
+def _progress(quiet):
+    if quiet:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = {"bar": None}
+
+    def update(done, total):
+        if bar["bar"] is None:
+            bar["bar"] = tqdm(total=total, unit="spec", desc="fit", file=sys.stderr)
+        bar["bar"].n = done
+        bar["bar"].refresh()
+
+    def close():
+        if bar["bar"] is not None:
+            bar["bar"].close()
+
+    return update, close
+
+
+def _check_output(path, overwrite):
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"output {path} exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise InputError(f"output directory {path.parent} does not exist")
+
+
+def _run_fit(args, cube, templates, output, lsf):
+    from .maps import write_maps
+    from .pipeline import model_cube, run_fit
+
+    _check_output(output, args.overwrite)
+    update, close = _progress(args.quiet)
+    log = None if args.quiet else (lambda msg: print(f"cube3d: {msg}", file=sys.stderr))
+    try:
+        maps, prepared, result = run_fit(
+            cube, templates, args.redshift, template_fwhm=args.template_fwhm,
+            template_air=not args.template_vacuum, lsf=lsf, velscale=args.velscale,
+            wave_range=tuple(args.wave_range) if args.wave_range else None, target_sn=args.target_sn,
+            min_sn=args.min_sn, mask_emission=not args.no_emission_mask, n_basis=args.n_basis,
+            moments=args.moments, losvd=args.losvd, degree=args.degree, mdegree=args.mdegree,
+            clip_sigma=args.clip, sigma_start=args.sigma_start, chunk_size=args.chunk_size,
+            layout=args.layout, progress=update, log=log,
+        )
+    finally:
+        close()
+    model = model_cube(prepared, result) if args.model_cube else None
+    header = None
+    if model is not None:
+        header = maps.wcs.to_header()
+        header["CTYPE3"] = "WAVE-LOG" if not prepared.air else "AWAV-LOG"
+        header["CUNIT3"] = "Angstrom"
+        header["CRPIX3"] = 1.0
+        header["CRVAL3"] = float(prepared.wave[0])
+        header["CDELT3"] = float(prepared.velscale / 299792.458 * prepared.wave[0])
+        header["SPECSYS"] = "SOURCE"
+    written = write_maps(maps, output, overwrite=args.overwrite, model_cube=model, cube_header=header)
+    if log:
+        log(f"wrote {written}")
+    return maps
+
+
+def _cmd_plot(args):
+    from .maps import read_maps
+    from .plot import plot_maps, plot_spectrum_fit
+
+    path = Path(args.maps)
+    if not path.is_file():
+        raise InputError(f"maps file {path} not found")
+    maps = read_maps(path)
+    out = Path(args.output)
+    plot_maps(maps, out, errors=args.errors)
+    print(f"cube3d: wrote {out}", file=sys.stderr)
+    if maps.spectra is not None:
+        spec_out = out.with_name(f"{out.stem}_spectrum{out.suffix or '.png'}")
+        plot_spectrum_fit(maps, spec_out, bin_index=args.bin)
+        print(f"cube3d: wrote {spec_out}", file=sys.stderr)
+
+
+def _cmd_demo(args):
+    import numpy as np
+
+    from . import datasets
+    from .plot import plot_maps, plot_spectrum_fit
+
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    output = outdir / "maps.fits"
+    maps = _run_fit(args, datasets.demo_cube_path(), datasets.demo_templates_dir(), output,
+                    args.lsf or datasets.demo_lsf_path())
+    plot_maps(maps, outdir / "maps.png")
+    plot_spectrum_fit(maps, outdir / "spectrum.png")
+    v, s = maps.maps["V"], maps.maps["SIGMA"]
+    good = maps.maps["FLAG"] == 0
+    print(
+        f"cube3d demo: {int((maps.maps['BINID'] >= 0).sum())} spaxels in "
+        f"{int(maps.maps['BINID'].max()) + 1} bins; median V = {np.nanmedian(v[good]):.0f} km/s, "
+        f"median sigma = {np.nanmedian(s[good]):.0f} km/s (relative to z = {args.redshift}); "
+        f"wrote {output}, {outdir / 'maps.png'}, {outdir / 'spectrum.png'}"
+    )
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "fit":
+            if not Path(args.cube).exists():
+                raise InputError(f"cube file {args.cube} not found")
+            _run_fit(args, args.cube, args.templates, args.output, args.lsf)
+        elif args.command == "plot":
+            _cmd_plot(args)
+        elif args.command == "demo":
+            _cmd_demo(args)
+    except InputError as exc:
+        print(f"cube3d: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cube3d: interrupted; no output written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
