@@ -1,0 +1,38 @@
+"""dynamics: differentiable spherical mass models, Jeans equations and J-factors in JAX.
+
+Units: kpc, km/s, Msun (``G`` in :mod:`dynamics.constants`).  See ``CONVENTIONS.md``.
+Independent of ``cube3d``.  Enable float64 (``jax.config.update("jax_enable_x64", True)``)
+at your entry point for the documented accuracy.
+"""
+
+from .anisotropy import Anisotropy, BaesVanHese, ConstantBeta, Isotropic, OsipkovMerritt
+from .constants import G
+from .profiles import (
+    NFW,
+    Burkert,
+    Composite,
+    CoreNFW,
+    Einasto,
+    Hernquist,
+    Plummer,
+    Profile,
+    Zhao,
+)
+
+__all__ = [
+    "G",
+    "Profile",
+    "Plummer",
+    "Hernquist",
+    "NFW",
+    "Zhao",
+    "Burkert",
+    "Einasto",
+    "CoreNFW",
+    "Composite",
+    "Anisotropy",
+    "Isotropic",
+    "ConstantBeta",
+    "OsipkovMerritt",
+    "BaesVanHese",
+]
