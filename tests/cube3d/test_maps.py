@@ -338,3 +338,37 @@ def test_read_fits_without_maps(tmp_path):
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros(10), name="FLUX")]).writeto(p)
     with pytest.raises(InputError, match="spec.fits"):
         read_maps(p)
+
+
+def test_maps_share_sky_with_demo_cube(tmp_path):
+    """Maps written with the demo cube's celestial WCS land on the cube's sky pixels."""
+    from spectral_cube import Projection, SpectralCube
+
+    from cube3d.datasets import demo_cube_path
+
+    with fits.open(demo_cube_path()) as hdul:
+        hdr = hdul["DATA"].header
+        ny, nx = hdul["DATA"].data.shape[1:]
+    w3 = WCS(hdr)
+    yy, xx = np.mgrid[:ny, :nx]
+    m = KinematicMaps({"V": xx * 10.0 - yy, "SIGMA": np.full((ny, nx), 200.0)}, {}, w3.celestial,
+                      meta={"input_file": str(demo_cube_path()), "redshift": 0.0881, "nan_value": float("nan"),
+                            "npint": np.int64(3)})
+    path = write_maps(m, tmp_path / "maps.fits", model_cube=np.zeros((5, ny, nx)), cube_header=hdr)
+    cube = SpectralCube.read(demo_cube_path(), hdu="DATA", format="fits")
+    with fits.open(path) as out:
+        proj = Projection.from_hdu(out["V"])
+    sky_cube = cube.wcs.celestial.pixel_to_world(xx.ravel(), yy.ravel())
+    sky_map = proj.wcs.pixel_to_world(xx.ravel(), yy.ravel())
+    assert np.max(sky_cube.separation(sky_map).to_value("mas")) < 1e-3
+    # spectral-cube's own world arrays agree too: Projection.world -> (dec, ra), cube.world -> (wave, dec, ra)
+    p_dec, p_ra = proj.world[:]
+    _, c_dec, c_ra = cube.world[0, :, :]
+    np.testing.assert_allclose(p_dec.to_value("deg"), c_dec.to_value("deg"), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(p_ra.to_value("deg"), c_ra.to_value("deg"), rtol=0, atol=1e-12)
+    assert p_ra.shape == (ny, nx)
+    r = read_maps(path)
+    assert np.isnan(r.meta["nan_value"]) and r.meta["npint"] == 3
+    with fits.open(model_path_for(path)) as mod:
+        assert WCS(mod["MODEL"].header).wcs.ctype[2] == "AWAV"
+        assert mod["MODEL"].header["BUNIT"] == hdr["BUNIT"]
