@@ -4,7 +4,8 @@ The files live in the repository's top-level ``data/`` folder (see ``data/README
 for provenance, licences and the script that cut them).  They are found, in order:
 
 1. in the folder named by the environment variable ``CUBE3D_DATA``, if set;
-2. in ``data/`` next to the ``cube3d`` package (a source checkout or an editable install).
+2. in ``data/`` next to the ``cube3d`` package (a source checkout or an editable install);
+3. in ``data/`` of the current directory (a regular install run from the repository root).
 
 A missing file raises :class:`~cube3d.errors.InputError` naming the path looked for.
 """
@@ -32,20 +33,34 @@ def data_dir():
     Returns
     -------
     pathlib.Path
-        ``$CUBE3D_DATA`` when set, else ``data/`` beside the ``cube3d`` package.
+        ``$CUBE3D_DATA`` when set, else ``data/`` beside the ``cube3d`` package, else
+        ``./data`` when it holds the demo cube.
 
     Raises
     ------
     cube3d.errors.InputError
-        When that folder does not exist.
+        When no such folder exists.
     """
     env = os.environ.get("CUBE3D_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parent.parent / "data"
-    if not path.is_dir():
-        raise InputError(
-            f"{path}: demo data folder not found (use a source checkout or set CUBE3D_DATA)"
-        )
-    return path
+    if env:
+        path = Path(env)
+        if not path.is_dir():
+            raise InputError(f"{path}: demo data folder (from CUBE3D_DATA) not found")
+        return path
+    path = _package_data_dir()
+    if path.is_dir():
+        return path
+    here = Path.cwd() / "data"
+    if (here / CUBE_NAME).is_file():
+        return here
+    raise InputError(
+        f"{path}: demo data folder not found (use a source checkout, run from the repository root "
+        "or set CUBE3D_DATA)"
+    )
+
+
+def _package_data_dir():
+    return Path(__file__).resolve().parent.parent / "data"
 
 
 def _existing(path, kind):

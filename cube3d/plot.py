@@ -158,6 +158,8 @@ def plot_maps(maps, path, quantities=None, errors=False, sky_axes=True, v_refere
     title = "cube3d kinematic maps"
     if "redshift" in maps.meta:
         title += f" (V relative to z = {maps.meta['redshift']})"
+    if v_reference != 0:
+        title += f"; V colours centred on {v_reference:.0f} km/s"
     fig.suptitle(title, fontsize=10)
     for i, name in enumerate(names):
         kw = {"projection": maps.wcs} if sky_axes else {}

@@ -104,3 +104,13 @@ def test_missing_file(monkeypatch, tmp_path):
                      (datasets.demo_lsf_path, "MUSE-WFM.lsf")]:
         with pytest.raises(InputError, match=name):
             fn()
+
+
+def test_cwd_fallback(monkeypatch, tmp_path, repo_data):
+    monkeypatch.delenv("CUBE3D_DATA", raising=False)
+    monkeypatch.setattr(datasets, "_package_data_dir", lambda: tmp_path / "site-packages" / "data")
+    monkeypatch.chdir(repo_data.parent)
+    assert datasets.demo_cube_path() == repo_data / "muse_a478_cutout.fits"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="site-packages"):
+        datasets.demo_cube_path()
