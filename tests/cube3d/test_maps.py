@@ -90,6 +90,16 @@ def test_round_trip(tmp_path):
     assert r.maps["BINID"].dtype.kind == "i" and r.maps["FLAG"].dtype.kind == "i"
     for k in mapsmod.SPECTRA_NAMES:
         np.testing.assert_array_equal(r.spectra[k], m.spectra[k])
+        assert r.spectra[k].dtype == np.float64
+
+
+def test_float32_spectra_kept(tmp_path):
+    m = make_maps()
+    sp = {k: (v if k == "LOGLAM" else v.astype(np.float32)) for k, v in m.spectra.items()}
+    m32 = KinematicMaps(dict(m.maps), {}, m.wcs, meta={}, spectra=sp)
+    r = read_maps(write_maps(m32, tmp_path / "m.fits"))
+    assert r.spectra["SPEC"].dtype == np.float32 and r.spectra["LOGLAM"].dtype == np.float64
+    np.testing.assert_array_equal(r.spectra["MODEL"], sp["MODEL"])
     for k, v in m.meta.items():
         assert r.meta[k] == v
     assert r.meta["version"] == cube3d.__version__
