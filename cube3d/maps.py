@@ -238,9 +238,8 @@ def _check_spectra(spectra):
         raise InputError(f"KinematicMaps: spectra 'LOGLAM' must be 1-D, got shape {loglam.shape}")
     out["LOGLAM"] = loglam
     for k in SPECTRA_NAMES[1:]:
-        a = np.array(spectra[k])  # float32 stays float32 (halves the file), others become float64
-        if a.dtype not in (np.float32, np.float64):
-            a = a.astype(np.float64)
+        a = np.asarray(spectra[k])  # float32 stays float32 (halves the file), others become float64
+        a = np.array(a, dtype=np.float32 if a.dtype.kind == "f" and a.dtype.itemsize == 4 else np.float64)
         if a.ndim != 2 or a.shape[1] != loglam.size:
             raise InputError(f"KinematicMaps: spectra {k!r} must have shape (n_bin, {loglam.size}), got {a.shape}")
         out[k] = a

@@ -91,6 +91,11 @@ def test_round_trip(tmp_path):
     for k in mapsmod.SPECTRA_NAMES:
         np.testing.assert_array_equal(r.spectra[k], m.spectra[k])
         assert r.spectra[k].dtype == np.float64
+    for k, v in m.meta.items():
+        assert r.meta[k] == v
+    assert r.meta["version"] == cube3d.__version__
+    assert "date" in r.meta
+    assert_same_sky(r.wcs, m.wcs, m.shape)
 
 
 def test_float32_spectra_kept(tmp_path):
@@ -100,11 +105,6 @@ def test_float32_spectra_kept(tmp_path):
     r = read_maps(write_maps(m32, tmp_path / "m.fits"))
     assert r.spectra["SPEC"].dtype == np.float32 and r.spectra["LOGLAM"].dtype == np.float64
     np.testing.assert_array_equal(r.spectra["MODEL"], sp["MODEL"])
-    for k, v in m.meta.items():
-        assert r.meta[k] == v
-    assert r.meta["version"] == cube3d.__version__
-    assert "date" in r.meta
-    assert_same_sky(r.wcs, m.wcs, m.shape)
 
 
 def test_units_defaults():
