@@ -7,6 +7,7 @@ at your entry point for the documented accuracy.
 
 from .anisotropy import Anisotropy, BaesVanHese, ConstantBeta, Isotropic, OsipkovMerritt
 from .constants import G
+from .jeans import sigma_los, sigma_r
 from .profiles import (
     NFW,
     Burkert,
@@ -35,4 +36,6 @@ __all__ = [
     "ConstantBeta",
     "OsipkovMerritt",
     "BaesVanHese",
+    "sigma_r",
+    "sigma_los",
 ]
