@@ -66,8 +66,15 @@ def _add_fit_options(p, demo=False):
     f.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line ``cube3d: error: ...`` (status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"cube3d: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cube3d",
         description="Fit the line-of-sight velocity distribution of every spaxel of an IFU datacube "
                     "and write FITS kinematic maps.",
@@ -118,10 +125,16 @@ def _progress(quiet):
     return update, close
 
 
-def _check_output(path, overwrite):
+def _check_output(path, overwrite, model_cube=False):
+    """Refuse, before any work, an output that exists (without --overwrite) or has no directory."""
+    from .maps import model_path_for
+
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"output {path} exists; pass --overwrite to replace it")
+    for target in [path] + ([model_path_for(path)] if model_cube else []):
+        if target.is_dir():
+            raise InputError(f"output {target} is a directory")
+        if target.exists() and not overwrite:
+            raise InputError(f"output {target} exists; pass --overwrite to replace it")
     if not path.parent.is_dir():
         raise InputError(f"output directory {path.parent} does not exist")
 
@@ -130,7 +143,7 @@ def _run_fit(args, cube, templates, output, lsf):
     from .maps import write_maps
     from .pipeline import model_cube, run_fit
 
-    _check_output(output, args.overwrite)
+    _check_output(output, args.overwrite, args.model_cube)
     update, close = _progress(args.quiet)
     log = None if args.quiet else (lambda msg: print(f"cube3d: {msg}", file=sys.stderr))
     try:
@@ -155,7 +168,10 @@ def _run_fit(args, cube, templates, output, lsf):
         header["CRVAL3"] = float(prepared.wave[0])
         header["CDELT3"] = float(prepared.velscale / 299792.458 * prepared.wave[0])
         header["SPECSYS"] = "SOURCE"
-    written = write_maps(maps, output, overwrite=args.overwrite, model_cube=model, cube_header=header)
+    try:
+        written = write_maps(maps, output, overwrite=args.overwrite, model_cube=model, cube_header=header)
+    except OSError as exc:  # permissions, full disk: nothing was replaced (atomic write)
+        raise InputError(f"output {output}: cannot write ({exc.strerror or exc})") from None
     if log:
         log(f"wrote {written}")
     return maps
@@ -185,7 +201,12 @@ def _cmd_demo(args):
     from .plot import plot_maps, plot_spectrum_fit
 
     outdir = Path(args.outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"--outdir: {outdir} exists and is not a directory")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--outdir: cannot create {outdir} ({exc.strerror or exc})") from None
     output = outdir / "maps.fits"
     maps = _run_fit(args, datasets.demo_cube_path(), datasets.demo_templates_dir(), output,
                     args.lsf or datasets.demo_lsf_path())
@@ -202,8 +223,16 @@ def _cmd_demo(args):
 
 
 def main(argv=None):
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit status.
+
+    0 on success (and for ``--help``, ``--version``), 2 for a user error (one line on
+    standard error, no traceback), 130 when interrupted.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         if args.command == "fit":
             if not Path(args.cube).exists():
