@@ -27,6 +27,28 @@ def numerical_ft(pdf_fn, omega, centre, half_width, dx=0.02):
     return np.exp(-1j * np.outer(omega, x)) @ f * dx
 
 
+def assert_jacobian_matches_fd(f, p, step=1e-4, rtol=1e-7, reverse=True):
+    """Forward (and reverse) Jacobians of f at p against 4th-order central differences.
+
+    Jitted once each (cheaper on a loaded machine than the many eager calls of
+    check_grads); complex outputs are split into real and imaginary parts."""
+    def fr(q):
+        out = f(q)
+        if jnp.iscomplexobj(out):
+            return jnp.concatenate([jnp.real(out).ravel(), jnp.imag(out).ravel()])
+        return out.ravel()
+
+    jf = np.asarray(jax.jit(jax.jacfwd(fr))(p))
+    if reverse:
+        np.testing.assert_allclose(jax.jit(jax.jacrev(fr))(p), jf, rtol=1e-12, atol=1e-14)
+    eye = jnp.eye(p.size) * step
+    pts = jnp.concatenate([p + 2 * eye, p + eye, p - eye, p - 2 * eye])
+    vals = np.asarray(jax.jit(jax.vmap(fr))(pts)).reshape(4, p.size, -1)
+    fd = ((-vals[0] + 8 * vals[1] - 8 * vals[2] + vals[3]) / (12 * step)).T
+    assert np.max(np.abs(fd)) > 0
+    np.testing.assert_allclose(jf, fd, rtol=rtol, atol=rtol * np.max(np.abs(fd)))
+
+
 # (v, sigma, h) in pixels; n_h = 0 .. 4 (h3 .. h6)
 GH_CASES = [
     (0.0, 2.0, []),
@@ -141,13 +163,20 @@ def test_gauss_hermite_jit_vmap_grad(v, sigma, h):
         np.testing.assert_allclose(batched[i], losvd.gauss_hermite_ft(omega, vs[i], sigmas[i], hs[i]),
                                    rtol=1e-13, atol=1e-15)
 
+    p = jnp.concatenate([jnp.array([v, sigma]), h])
+    assert_jacobian_matches_fd(lambda q: losvd.gauss_hermite_ft(omega, q[0], q[1], q[2:]), p)
+    assert_jacobian_matches_fd(lambda q: losvd.gauss_hermite_pdf(jnp.linspace(-5, 5, 11), q[0], q[1], q[2:]),
+                               p, reverse=False)
+
+
+def test_gauss_hermite_check_grads_second_order():
+    omega = jnp.asarray(OMEGA[:20])
+
     def scalar(p):
-        ft = losvd.gauss_hermite_ft(omega[:20], p[0], p[1], p[2:])
+        ft = losvd.gauss_hermite_ft(omega, p[0], p[1], p[2:])
         return jnp.sum(jnp.real(ft) * jnp.arange(20)) + jnp.sum(jnp.imag(ft) ** 2)
 
-    check_grads(scalar, (jnp.concatenate([jnp.array([v, sigma]), h]),), order=2, modes=["rev", "fwd"])
-    check_grads(lambda p: losvd.gauss_hermite_pdf(jnp.linspace(-5, 5, 11), p[0], p[1], p[2:]),
-                (jnp.concatenate([jnp.array([v, sigma]), h]),), order=1)
+    check_grads(scalar, (jnp.array([1.1, 2.5, 0.05, -0.07]),), order=2, modes=["rev", "fwd"])
 
 
 def test_gauss_hermite_ft_in_float32_input_keeps_working():
@@ -191,3 +220,159 @@ def test_family_rejects_wrong_params_shape():
     fam = losvd.LOSVDFamily.gauss_hermite(4)
     with pytest.raises(InputError, match="V.*SIGMA"):
         fam.ft(OMEGA, jnp.zeros(3))
+
+
+# ---------------------------------------------------------------------------- Sanders & Evans
+KERNELS = ["laplace", "uniform"]
+# (v, sigma, a, delta): Gaussian limit, tiny widths (series branch), interior, one-sided kernels
+SE_CASES = [
+    (0.0, 2.0, 0.0, 0.0),
+    (1.2, 2.5, 2e-4, -1e-4),
+    (-3.1, 3.0, 0.6, 0.25),
+    (2.0, 1.6, 1.5, -1.5),
+    (0.7, 2.2, 2.5, 2.5),
+    (-1.0, 4.0, 3.0, -0.5),
+]
+
+
+def _se_pdf(kernel, v, sigma, a, delta):
+    return lambda x: losvd.sanders_evans_pdf(x, v, sigma, a, delta, kernel=kernel)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("v,sigma,a,delta", SE_CASES)
+def test_sanders_evans_ft_matches_numerical_transform(kernel, v, sigma, a, delta):
+    ft = np.asarray(losvd.sanders_evans_ft(jnp.asarray(OMEGA), v, sigma, a, delta, kernel=kernel))
+    ref = numerical_ft(_se_pdf(kernel, v, sigma, a, delta), OMEGA, v, 40 * sigma)
+    np.testing.assert_allclose(ft, ref, rtol=0, atol=1e-10)
+    assert ft[0] == pytest.approx(1.0, abs=1e-15)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("v,sigma,a,delta", SE_CASES)
+def test_sanders_evans_moments_are_exact(kernel, v, sigma, a, delta):
+    pdf = jax.jit(_se_pdf(kernel, v, sigma, a, delta))
+
+    def moment(n, centre):
+        val, _ = integrate.quad(lambda x: float(pdf(x)) * (x - centre) ** n,
+                                v - 60 * sigma, v + 60 * sigma, points=[v], limit=400,
+                                epsabs=1e-13, epsrel=1e-12)
+        return val
+
+    assert moment(0, 0.0) == pytest.approx(1.0, abs=1e-10)
+    mean = moment(1, 0.0)
+    assert mean == pytest.approx(v, abs=1e-9)
+    var = moment(2, v)
+    assert np.sqrt(var) == pytest.approx(sigma, rel=1e-9)
+    skew, kurt = losvd.sanders_evans_shape(a, delta, kernel=kernel)
+    assert moment(3, v) / var**1.5 == pytest.approx(float(skew), abs=1e-8)
+    assert moment(4, v) / var**2 - 3 == pytest.approx(float(kurt), abs=1e-8)
+
+
+@pytest.mark.parametrize("a,delta", [(0.5, 0.0), (1.0, 0.4), (2.0, -1.3), (3.0, 3.0)])
+def test_sanders_evans_shape_matches_paper_table_d2(a, delta):
+    # Sanders & Evans (2020), table D2 (excess kurtosis of each kernel family)
+    _, k_lap = losvd.sanders_evans_shape(a, delta, kernel="laplace")
+    assert float(k_lap) == pytest.approx(
+        6 * (2 * a**4 + 12 * a**2 * delta**2 + delta**4) / (1 + 2 * a**2 + delta**2) ** 2, rel=1e-12)
+    _, k_uni = losvd.sanders_evans_shape(a, delta, kernel="uniform")
+    assert float(k_uni) == pytest.approx(
+        -(16 * a**4 - 4 * a**2 * delta**2 + delta**4) / 120 / (1 + a**2 / 3 + delta**2 / 12) ** 2,
+        rel=1e-12)
+    assert float(k_lap) > 0 > float(k_uni)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_sanders_evans_non_negative_over_parameter_ranges(kernel):
+    x = jnp.concatenate([jnp.linspace(-80, 80, 3201), jnp.array([-1e4, -500.0, 500.0, 1e4])])
+    grid = [(a, t * a) for a in [0.0, 1e-7, 5e-4, 0.01, 0.3, 1.0, 2.0, 5.0, 10.0]
+            for t in [-1.0, -0.7, -0.2, 0.0, 0.5, 1.0]]
+    a = jnp.array([g[0] for g in grid])
+    d = jnp.array([g[1] for g in grid])
+    pdf = jax.vmap(lambda a, d: losvd.sanders_evans_pdf(x, 0.5, 3.0, a, d, kernel=kernel))(a, d)
+    assert bool(jnp.all(jnp.isfinite(pdf)))
+    assert float(jnp.min(pdf)) >= 0.0
+    # the Gauss-Hermite series with comparable shape is negative somewhere
+    gh = losvd.gauss_hermite_pdf(x, 0.0, 3.0, jnp.array([0.1]))
+    assert float(jnp.min(gh)) < 0.0
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_sanders_evans_gaussian_limit(kernel):
+    x = jnp.linspace(-15, 15, 61)
+    np.testing.assert_allclose(losvd.sanders_evans_pdf(x, 1.0, 2.0, 0.0, 0.0, kernel=kernel),
+                               losvd.gauss_hermite_pdf(x, 1.0, 2.0, jnp.zeros(0)), rtol=1e-13, atol=1e-300)
+    np.testing.assert_allclose(losvd.sanders_evans_ft(OMEGA, 1.0, 2.0, 0.0, 0.0, kernel=kernel),
+                               losvd.gauss_hermite_ft(OMEGA, 1.0, 2.0, jnp.zeros(0)), rtol=1e-13, atol=1e-300)
+    # continuity across the small-width series branch
+    for a in [0.999e-3, 1.001e-3, 0.999e-6, 1.001e-6]:
+        p1 = losvd.sanders_evans_pdf(x, 1.0, 2.0, a, 0.3 * a, kernel=kernel)
+        p2 = losvd.sanders_evans_pdf(x, 1.0, 2.0, a * 1.0000001, 0.3 * a * 1.0000001, kernel=kernel)
+        np.testing.assert_allclose(p1, p2, rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_sanders_evans_positive_delta_skews_to_high_velocity(kernel):
+    x = jnp.linspace(-60, 60, 24001)
+    pdf = np.asarray(losvd.sanders_evans_pdf(x, 0.0, 3.0, 1.0, 0.6, kernel=kernel))
+    xs = np.asarray(x)
+    assert np.sum((xs) ** 3 * pdf) > 0
+    assert xs[np.argmax(pdf)] < 0.0
+    skew, _ = losvd.sanders_evans_shape(1.0, 0.6, kernel=kernel)
+    assert float(skew) > 0
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_sanders_evans_delta_template_shift(kernel):
+    n, j0, v = 256, 90, 7.3
+    delta = jnp.zeros(n).at[j0].set(1.0)
+    omega = 2 * jnp.pi * jnp.arange(n // 2 + 1) / n
+    model = np.asarray(jnp.fft.irfft(
+        jnp.fft.rfft(delta) * losvd.sanders_evans_ft(omega, v, 4.0, 0.8, 0.3, kernel=kernel), n))
+    j = np.arange(n)
+    assert np.sum(j * model) / np.sum(model) == pytest.approx(j0 + v, abs=1e-8)
+    assert np.sum(model) == pytest.approx(1.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_sanders_evans_jit_vmap_grad(kernel):
+    omega = jnp.asarray(OMEGA)
+    f = lambda p: losvd.sanders_evans_ft(omega, *p, kernel=kernel)
+    p0 = jnp.array([1.3, 2.4, 0.9, -0.35])
+    np.testing.assert_allclose(jax.jit(f)(p0), f(p0), rtol=1e-13, atol=1e-15)
+    ps = jnp.array([p0, [0.0, 3.0, 0.0, 0.0], [-2.0, 1.5, 2.0, 2.0]])
+    batched = jax.vmap(f)(ps)
+    for i in range(3):
+        np.testing.assert_allclose(batched[i], f(ps[i]), rtol=1e-13, atol=1e-15)
+
+    assert_jacobian_matches_fd(f, p0)
+    xs = jnp.linspace(-8, 8, 17)
+    assert_jacobian_matches_fd(lambda p: losvd.sanders_evans_pdf(xs, *p, kernel=kernel), p0, reverse=False)
+    # gradients stay finite at the Gaussian point (a = delta = 0)
+    for fn in (lambda p: jnp.sum(jnp.abs(f(p)) ** 2),
+               lambda p: jnp.sum(losvd.sanders_evans_pdf(xs, *p, kernel=kernel))):
+        g = jax.jit(jax.grad(fn))(jnp.array([0.5, 2.0, 0.0, 0.0]))
+        assert bool(jnp.all(jnp.isfinite(g)))
+
+
+def test_sanders_evans_family():
+    for kernel in KERNELS:
+        fam = losvd.LOSVDFamily.sanders_evans(kernel)
+        assert fam.name == f"sanders_evans_{kernel}"
+        assert fam.param_names == ("V", "SIGMA", "A", "DELTA") and fam.n_params == 4
+        p = jnp.array([0.4, 2.2, 0.7, 0.1])
+        np.testing.assert_allclose(fam.ft(OMEGA, p),
+                                   losvd.sanders_evans_ft(OMEGA, 0.4, 2.2, 0.7, 0.1, kernel=kernel),
+                                   rtol=1e-15)
+    assert losvd.LOSVDFamily.sanders_evans("laplace") != losvd.LOSVDFamily.sanders_evans("uniform")
+
+
+def test_sanders_evans_bad_kernel_raises():
+    with pytest.raises(InputError, match="kernel"):
+        losvd.sanders_evans_ft(OMEGA, 0.0, 1.0, 0.5, 0.0, kernel="cauchy")
+    with pytest.raises(InputError, match="kernel"):
+        losvd.sanders_evans_pdf(OMEGA, 0.0, 1.0, 0.5, 0.0, kernel="gauss")
+    with pytest.raises(InputError, match="kernel"):
+        losvd.LOSVDFamily.sanders_evans("box")
+    with pytest.raises(InputError, match="kernel"):
+        losvd.sanders_evans_shape(0.5, 0.0, kernel="")
