@@ -162,6 +162,7 @@ def _run_fit(args, cube, templates, output, lsf):
     header = None
     if model is not None:
         header = maps.wcs.to_header()
+        header["WCSAXES"] = 3
         header["CTYPE3"] = "WAVE-LOG" if not prepared.air else "AWAV-LOG"
         header["CUNIT3"] = "Angstrom"
         header["CRPIX3"] = 1.0

@@ -365,3 +365,223 @@ def test_demo_outdir_is_a_file(tmp_path, capsys):
 
 def test_unknown_subcommand(capsys):
     assert_user_error(capsys, ["frobnicate"], "frobnicate")
+
+
+# ----------------------------------------------------------------------------- one fit end to end
+
+NY, NX = 4, 4
+DEAD = (3, 0)  # a spaxel with no usable pixel (NaN flux, every DQ flag set)
+
+
+def true_fields():
+    """V = -100 km/s on the left half, +100 km/s on the right; sigma = 150 km/s."""
+    v = np.where(np.arange(NX)[None, :] < NX // 2, -100.0, 100.0) * np.ones((NY, 1))
+    return v, np.full((NY, NX), 150.0)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """``cube3d fit`` on a 4 x 4 mock cube (S/N 50) with ``--model-cube``; run once."""
+    d = tmp_path_factory.mktemp("fit")
+    v, sigma = true_fields()
+    path, flux, stat = make_cube(d / "cube.fits", v, sigma, sn=50.0, seed=1)
+    flux = flux.copy()
+    dq = np.zeros(flux.shape, dtype=np.uint8)
+    flux[:, DEAD[0], DEAD[1]] = np.nan
+    dq[:, DEAD[0], DEAD[1]] = 1
+    path.unlink()
+    write_muse(path, flux, stat, dq=dq)
+    lsf = write_lsf(d / "lsf.txt")
+    out = d / "maps.fits"
+    argv = fit_args(path, out, "--model-cube", lsf=lsf)
+    argv.remove("--quiet")
+    code = main(argv)
+    return {"code": code, "cube": path, "out": out, "dir": d, "v": v, "sigma": sigma, "argv": argv}
+
+
+def test_fit_writes_maps_with_expected_hdus(fitted):
+    assert fitted["code"] == 0
+    with fits.open(fitted["out"]) as hdul:
+        names = [h.name for h in hdul]
+        for name in ("V", "V_ERR", "SIGMA", "SIGMA_ERR", "CHI2", "SNR", "BINID", "FLAG"):
+            assert name in names
+            assert hdul[name].data.shape == (NY, NX)
+        assert "H3" not in names  # --moments 2
+        for name in ("V", "V_ERR", "SIGMA", "SIGMA_ERR"):
+            assert hdul[name].header["BUNIT"].strip() == "km/s"
+        assert np.issubdtype(hdul["BINID"].data.dtype, np.integer)
+        assert np.issubdtype(hdul["FLAG"].data.dtype, np.integer)
+
+
+def test_fit_maps_share_the_cube_sky_coordinates(fitted):
+    with fits.open(fitted["cube"]) as c, fits.open(fitted["out"]) as m:
+        cube_wcs = WCS(c["DATA"].header).celestial
+        for name in ("V", "SIGMA", "FLAG"):
+            map_wcs = WCS(m[name].header)
+            assert map_wcs.naxis == 2 and map_wcs.has_celestial
+            for x, y in [(0, 0), (3, 1), (1.5, 2.5)]:
+                a, b = cube_wcs.pixel_to_world(x, y), map_wcs.pixel_to_world(x, y)
+                assert a.separation(b).to_value("arcsec") < 1e-6
+
+
+def test_fit_provenance_in_primary_header(fitted):
+    h = fits.getheader(fitted["out"], 0)
+    text = repr(h)
+    assert str(Path(fitted["cube"]).resolve()) in text
+    assert str(TEMPLATES) in text
+    assert __version__ in text
+    values = {k.upper(): v for k, v in h.items()}
+    assert values["CUBE3D REDSHIFT"] == pytest.approx(Z)
+    assert values["CUBE3D MOMENTS"] == 2
+    assert values["CUBE3D LAYOUT"].strip() == "MUSE"
+
+
+def test_fit_recovers_the_velocity_field(fitted):
+    with fits.open(fitted["out"]) as m:
+        V, dV = m["V"].data, m["V_ERR"].data
+        S, dS = m["SIGMA"].data, m["SIGMA_ERR"].data
+        flag = m["FLAG"].data
+    good = np.ones((NY, NX), bool)
+    good[DEAD] = False
+    assert np.all(flag[good] == 0)
+    # errors: finite and of the size expected at S/N 50 over ~800 pixels (a few km/s)
+    assert np.all(np.isfinite(dV[good]) & (dV[good] > 0.2) & (dV[good] < 10.0))
+    assert np.all(np.isfinite(dS[good]) & (dS[good] > 0.2) & (dS[good] < 10.0))
+    assert np.all(np.abs(V[good] - fitted["v"][good]) < 4.0 * dV[good])
+    assert np.all(np.abs(S[good] - fitted["sigma"][good]) < 4.0 * dS[good])
+    # the two halves differ by 200 km/s, measured to a few km/s
+    diff = V[:, NX // 2:][good[:, NX // 2:]].mean() - V[:, : NX // 2][good[:, : NX // 2]].mean()
+    assert abs(diff - 200.0) < 4.0 * np.sqrt(np.mean(dV[good] ** 2) * (1 / 7 + 1 / 8))
+
+
+def test_fit_chi2_and_snr(fitted):
+    with fits.open(fitted["out"]) as m:
+        chi2, snr = m["CHI2"].data, m["SNR"].data
+    good = np.ones((NY, NX), bool)
+    good[DEAD] = False
+    # the model reaches the noise: no misfit (a 20 km/s error in V alone would give chi2 >> 1 at
+    # S/N 50).  It is below 1 (about 0.6 here) because the log-rebinned ivar keeps the input pixels'
+    # variance while rebinning averages overlapping pixels (cube3d.prepare, Notes).
+    assert np.all(np.isfinite(chi2[good]) & (chi2[good] > 0.3) & (chi2[good] < 1.3)), chi2
+    # S/N per pixel: 50 at the median flux; log-rebinning averages overlapping pixels (<= sqrt 2 gain)
+    assert np.all((snr[good] > 45.0) & (snr[good] < 50.0 * np.sqrt(2.0) * 1.05)), snr
+
+
+def test_spaxel_without_usable_pixels_is_flagged_not_fitted(fitted):
+    with fits.open(fitted["out"]) as m:
+        for name in ("V", "V_ERR", "SIGMA", "SIGMA_ERR", "CHI2", "SNR"):
+            assert np.isnan(m[name].data[DEAD]), name
+            good = np.ones((NY, NX), bool)
+            good[DEAD] = False
+            assert np.all(np.isfinite(m[name].data[good])), name
+        assert m["FLAG"].data[DEAD] & FLAG_NOT_FITTED
+        assert m["BINID"].data[DEAD] == -1
+        binid = m["BINID"].data
+        assert sorted(binid[binid >= 0].tolist()) == list(range(NY * NX - 1))
+
+
+def test_fit_model_cube(fitted):
+    """The model file: rest-frame ln-lambda grid, cube flux units, close to the noiseless truth."""
+    model_path = fitted["dir"] / "maps_model.fits"
+    assert model_path.is_file()
+    with fits.open(model_path) as hdul:
+        hdu = next(h for h in hdul if h.data is not None and h.data.ndim == 3)
+        model = np.asarray(hdu.data, dtype=np.float64)
+        w = WCS(hdu.header)
+    assert model.shape[1:] == (NY, NX)
+    assert w.has_celestial and w.has_spectral
+    assert hdu.header.get("WCSAXES", 3) == 3  # strict readers (wcslib) ignore axes beyond WCSAXES
+    assert np.all(np.isnan(model[:, DEAD[0], DEAD[1]]))
+    n = model.shape[0]
+    wave_rest = w.spectral.pixel_to_world(np.arange(n)).to_value("Angstrom")
+    assert 4650.0 < wave_rest[0] < wave_rest[-1] < 5650.0
+    # truth at the same rest wavelengths (observed = rest (1 + z)), scaled as make_cube did
+    v, sigma = fitted["v"], fitted["sigma"]
+    scale = 100.0 / np.median(mock_spectra(v, sigma))
+    truth = scale * mock_spectra(v, sigma, wave=wave_rest * (1.0 + Z)).reshape(n, NY, NX)
+    noise = 100.0 / 50.0  # per native pixel at the median flux
+    good = np.ones((NY, NX), bool)
+    good[DEAD] = False
+    resid = (model - truth)[:, good]
+    assert np.sqrt(np.mean(resid**2)) < 0.3 * noise
+
+
+def test_plot_writes_pngs(fitted, tmp_path, capsys):
+    png = tmp_path / "maps.png"
+    code = main(["plot", str(fitted["out"]), "-o", str(png), "--errors"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    spectrum = tmp_path / "maps_spectrum.png"
+    for p in (png, spectrum):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        from matplotlib.image import imread
+        img = imread(p)
+        assert img.shape[0] > 100 and img.shape[1] > 100
+        assert np.ptp(img[..., :3]) > 0  # not blank
+        assert str(p) in err
+
+
+def test_fit_again_refuses_existing_maps(fitted, capsys):
+    """Rerunning the same command leaves the maps written by the first run byte-identical."""
+    before = fitted["out"].read_bytes()
+    argv = list(fitted["argv"]) + ["--quiet"]
+    assert_user_error(capsys, argv, fitted["out"], output=fitted["out"], before=before)
+
+
+# ----------------------------------------------------------------------------- demo and console script
+
+
+def test_demo(tmp_path, capsys):
+    """``cube3d demo`` fits the bundled MUSE cutout of the Abell 478 BCG end to end."""
+    outdir = tmp_path / "demo"
+    code = main(["demo", "--outdir", str(outdir), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    for name in ("maps.fits", "maps.png", "spectrum.png"):
+        assert (outdir / name).is_file() and (outdir / name).stat().st_size > 0
+    assert "cube3d demo:" in captured.out
+    with fits.open(outdir / "maps.fits") as m:
+        v, s, flag, binid = m["V"].data, m["SIGMA"].data, m["FLAG"].data, m["BINID"].data
+    assert v.shape == (20, 20)
+    good = flag == 0
+    assert good.sum() > 0.5 * good.size
+    # a giant elliptical: sigma of a few hundred km/s; the BCG sits within ~1000 km/s of the cluster z
+    assert 150.0 < np.median(s[good]) < 450.0
+    assert abs(np.median(v[good])) < 1000.0
+    assert binid.max() + 1 < binid.size  # Voronoi-binned to S/N 15
+
+
+def _run_console(*args):
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
+def test_console_script_help_and_version():
+    """The installed ``cube3d`` entry point and ``python -m cube3d.cli`` (subprocess, once each)."""
+    import shutil
+
+    exe = shutil.which("cube3d")
+    if exe is None:
+        pytest.skip("the cube3d console script is not installed (pip install -e .)")
+    r = _run_console(exe, "--help")
+    assert r.returncode == 0, r.stderr
+    for word in ("fit", "plot", "demo"):
+        assert word in r.stdout
+    r = _run_console(sys.executable, "-m", "cube3d.cli", "--version")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"cube3d {__version__}"
+    # a user error through the real entry point: status 2, one line, no traceback
+    r = _run_console(exe, "fit", "no_such_cube.fits", "--templates", str(TEMPLATES), "-z", "0.02", "-o",
+                     "never_written.fits")
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("cube3d: error: ") and "no_such_cube.fits" in r.stderr
+    assert not (REPO / "never_written.fits").exists()
+
+
+def test_fit_help_explains_every_option(capsys):
+    assert main(["fit", "--help"]) == 0
+    text = capsys.readouterr().out
+    for option in ("--templates", "--redshift", "--output", "--overwrite", "--model-cube", "--template-fwhm",
+                   "--lsf", "--wave-range", "--target-sn", "--moments", "--losvd", "--degree", "--mdegree",
+                   "--clip", "--chunk-size", "--quiet"):
+        assert option in text, option
