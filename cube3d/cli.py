@@ -185,8 +185,18 @@ def _cmd_plot(args):
     path = Path(args.maps)
     if not path.is_file():
         raise InputError(f"maps file {path} not found")
-    maps = read_maps(path)
     out = Path(args.output)
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        if fmt not in FigureCanvasBase.get_supported_filetypes():
+            raise InputError(f"--output: unsupported image format {out.suffix!r} in {out} (use .png, .pdf or .svg)")
+    maps = read_maps(path)
+    if maps.spectra is not None and args.bin is not None:
+        n_bin = maps.spectra["SPEC"].shape[0]
+        if not 0 <= args.bin < n_bin:
+            raise InputError(f"--bin: must be a bin index from 0 to {n_bin - 1} in {path}, got {args.bin}")
     plot_maps(maps, out, errors=args.errors)
     print(f"cube3d: wrote {out}", file=sys.stderr)
     if maps.spectra is not None:

@@ -585,3 +585,53 @@ def test_fit_help_explains_every_option(capsys):
                    "--lsf", "--wave-range", "--target-sn", "--moments", "--losvd", "--degree", "--mdegree",
                    "--clip", "--chunk-size", "--quiet"):
         assert option in text, option
+
+
+def test_fit_overwrite_replaces_with_the_same_result(fitted, tmp_path):
+    """--overwrite replaces an existing file (and model file) with complete ones; the fit is deterministic."""
+    out = tmp_path / "maps.fits"
+    out.write_bytes(b"stale")
+    (tmp_path / "maps_model.fits").write_bytes(b"stale")
+    argv = list(fitted["argv"])
+    argv[argv.index("-o") + 1] = str(out)
+    assert main(argv + ["--overwrite", "--quiet"]) == 0
+    with fits.open(out) as new, fits.open(fitted["out"]) as old:
+        for name in ("V", "SIGMA", "V_ERR", "SIGMA_ERR", "FLAG", "BINID"):
+            np.testing.assert_array_equal(new[name].data, old[name].data)
+    with fits.open(tmp_path / "maps_model.fits") as hdul:
+        assert any(h.data is not None and h.data.ndim == 3 for h in hdul)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["maps.fits", "maps_model.fits"]
+
+
+def test_interrupted_fit_leaves_existing_output(small_cube, tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the fit: status 130, the earlier maps file is untouched, no temporary files."""
+    import cube3d.pipeline
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cube3d.pipeline, "fit_spectra", interrupt)
+    out = tmp_path / "maps.fits"
+    out.write_bytes(b"a good earlier result\n")
+    code = main(fit_args(small_cube["path"], out, "--overwrite", "--model-cube", lsf=small_cube["lsf"]))
+    err = capsys.readouterr().err
+    assert code == 130 and "Traceback" not in err and "interrupted" in err
+    assert out.read_bytes() == b"a good earlier result\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["maps.fits"]
+
+
+@pytest.mark.parametrize(
+    "extra, names",
+    [(["--bin", "99"], ["--bin"]), (["--bin", "-1"], ["--bin"]), ([], ["--output", ".txt"])],
+    ids=["bin-too-large", "bin-negative", "bad-format"],
+)
+def test_plot_bad_options(fitted, tmp_path, capsys, extra, names):
+    """Bad plot options fail before anything is drawn: no PNG at all."""
+    out = tmp_path / ("maps.txt" if not extra else "maps.png")
+    assert_user_error(capsys, ["plot", str(fitted["out"]), "-o", str(out)] + extra, *names, output=out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_output_directory_missing(fitted, tmp_path, capsys):
+    out = tmp_path / "no_such_dir" / "maps.png"
+    assert_user_error(capsys, ["plot", str(fitted["out"]), "-o", str(out)], tmp_path / "no_such_dir", output=out)
