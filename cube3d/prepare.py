@@ -458,8 +458,20 @@ def prepare_cube(
     members are bad the sum over the good ones is scaled by
     ``n_members / n_good`` (variance by its square) and the pixel is masked when
     fewer than half the members are good.
+
+    Examples
+    --------
+    >>> from cube3d.io import read_cube
+    >>> from cube3d.templates import load_templates
+    >>> cube = read_cube("muse_abell478_minicube.fits")  # doctest: +SKIP
+    >>> lib = load_templates("templates/mileshc_v2")  # doctest: +SKIP
+    >>> prep = prepare_cube(cube, lib, 0.0856, target_sn=20, n_basis=10)  # doctest: +SKIP
+    >>> prep.spectra.shape, prep.templates.shape  # doctest: +SKIP
+    ((27, 3305), (10, 3391))
     """
     _check_options(redshift, velscale, target_sn, min_sn, emission_width, n_basis, margin_kms, wave_range)
+    if not (0.0 <= min_good_fraction <= 1.0):
+        raise InputError(f"min_good_fraction: must lie in [0, 1], got {min_good_fraction}")
     redshift = float(redshift)
     zp1 = 1.0 + redshift
     flux = np.asarray(cube.flux, dtype=np.float64)

@@ -293,6 +293,14 @@ def test_empty_wave_range_and_options(library):
         prepare_cube(cube, library, Z, lsf=3.0, target_sn=-5)
     with pytest.raises(InputError, match="--velscale"):
         prepare_cube(cube, library, Z, lsf=3.0, velscale=0.0)
+    with pytest.raises(InputError, match="--min-sn"):
+        prepare_cube(cube, library, Z, lsf=3.0, min_sn=np.nan)
+    with pytest.raises(InputError, match="--emission-width"):
+        prepare_cube(cube, library, Z, lsf=3.0, emission_width=-1.0)
+    with pytest.raises(InputError, match="min_good_fraction"):
+        prepare_cube(cube, library, Z, lsf=3.0, min_good_fraction=1.5)
+    with pytest.raises(InputError, match="--lsf"):
+        prepare_cube(cube, library, Z, lsf=-3.0)
 
 
 def test_all_masked_cube(library):

@@ -172,3 +172,27 @@ def test_bad_input_raises():
         log_grid(4000.0, 4010.0, 5000.0)
     with pytest.raises(InputError, match="positive"):
         log_rebin(np.array([-1.0, 1.0, 2.0]), np.ones(3))
+
+
+@pytest.mark.parametrize("velscale", [20.0, 40.0, 100.0])  # input pixels are ~57 km/s
+def test_weighted_fit_errors_match_scatter(velscale):
+    # the error of a template amplitude fitted with the rebinned (diagonal) weights
+    # matches the scatter over noise draws with the shared variance, and is too
+    # small with the exact per-pixel diagonal when the output pixels are finer
+    rng = np.random.default_rng(7)
+    edges = _lin_edges(5000.0, 5600.0, 600)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    shape = 1 + 0.5 * np.sin(2 * np.pi * centres / 8.0)
+    sigma = 0.2
+    draws = shape + rng.normal(size=(2000, 600)) * sigma
+    out = log_rebin(edges, draws, velscale=velscale, variance=np.full(600, sigma**2))
+    tmpl = log_rebin(edges, shape, velscale=velscale).flux
+
+    def scatter_over_error(var):
+        w = 1 / var
+        amp = (out.flux * tmpl * w).sum(1) / (tmpl**2 * w).sum()
+        return amp.std() / (tmpl**2 * w).sum() ** -0.5
+
+    assert abs(scatter_over_error(out.variance[0]) - 1) < 0.05
+    if velscale < 50.0:
+        assert scatter_over_error(out.variance_diag[0]) > 1.3
