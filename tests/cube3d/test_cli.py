@@ -258,6 +258,19 @@ def test_templates_directory_missing(tmp_path, capsys, small_cube):
                       output=out)
 
 
+@pytest.mark.parametrize("kind", ["not-fits", "2-d"])
+def test_template_file_unreadable(tmp_path, capsys, small_cube, kind):
+    tdir = tmp_path / "templates"
+    tdir.mkdir()
+    bad = tdir / "bad.fits"
+    if kind == "not-fits":
+        bad.write_text("not FITS\n" * 100)
+    else:
+        fits.PrimaryHDU(np.ones((3, 4))).writeto(bad)
+    out = tmp_path / "maps.fits"
+    assert_user_error(capsys, fit_args(small_cube["path"], out, templates=tdir), "--templates", bad, output=out)
+
+
 def test_wave_range_outside_the_cube(tmp_path, capsys, small_cube):
     out = tmp_path / "maps.fits"
     assert_user_error(capsys, fit_args(small_cube["path"], out, "--wave-range", 9000, 9500), "--wave-range",
