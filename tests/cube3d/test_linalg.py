@@ -26,12 +26,13 @@ def test_cholesky_and_solves_match_numpy(n):
 def test_bounded_least_squares_matches_scipy_bvls():
     rng = np.random.default_rng(0)
     solve = jax.jit(bounded_least_squares)
+    n_col, n_obs = 14, 60  # one shape, one compilation; the constrained set varies
     for _ in range(60):
-        n_pos, n_free, n_obs = rng.integers(1, 15), rng.integers(0, 6), rng.integers(30, 120)
-        a = rng.normal(size=(n_obs, n_pos + n_free))
+        n_pos = rng.integers(1, n_col + 1)
+        a = rng.normal(size=(n_obs, n_col))
         a[:, :n_pos] = np.abs(a[:, :n_pos]) + rng.normal(size=(n_obs, 1))  # collinear, like templates
         y = rng.normal(size=n_obs) + a[:, :n_pos] @ (np.abs(rng.normal(size=n_pos)) * (rng.random(n_pos) > 0.5))
-        lower = np.r_[np.zeros(n_pos), np.full(n_free, -np.inf)]
+        lower = np.r_[np.zeros(n_pos), np.full(n_col - n_pos, -np.inf)]
         ref = lsq_linear(a, y, bounds=(lower, np.inf), method="bvls", tol=1e-14).x
         x = np.asarray(solve(jnp.asarray(a.T @ a), jnp.asarray(a.T @ y), jnp.asarray(lower == 0)))
         assert np.all(x[:n_pos] >= 0)
