@@ -28,7 +28,10 @@ Families
   everywhere by construction: :func:`sanders_evans_ft`, :func:`sanders_evans_pdf`.
 
 :class:`LOSVDFamily` ties a family to its parameter names so that the fitter and the
-map writer share them.
+map writer share them.  :func:`ft_moments` gives the exact mean and dispersion of any
+family from its transform (for reporting), :func:`pdf_moments` those of a sampled pdf,
+and :func:`sanders_evans_shape` the skewness and excess kurtosis of a Sanders & Evans
+LOSVD.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import dataclasses
 import math
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 from jax.scipy.special import erfc as jax_erfc
 from jax.scipy.special import erfcx as jax_erfcx
@@ -49,6 +53,7 @@ __all__ = [
     "gauss_hermite_ft",
     "gauss_hermite_moment_names",
     "gauss_hermite_pdf",
+    "ft_moments",
     "hermite_polynomials",
     "pdf_moments",
     "sanders_evans_ft",
@@ -444,6 +449,40 @@ def pdf_moments(x, pdf):
     return norm, mean, jnp.sqrt(var)
 
 
+def ft_moments(ft, params):
+    """Normalisation, mean and dispersion of an LOSVD from derivatives of its transform.
+
+    Parameters
+    ----------
+    ft : callable
+        ``ft(omega, params) -> complex (n_omega,)``, e.g. :meth:`LOSVDFamily.ft`.
+    params : array_like
+        Parameters passed to ``ft``.
+
+    Returns
+    -------
+    (norm, mean, dispersion) : tuple of jax.Array
+        With ``L_hat(omega) = integral L(x) exp(-i omega x) dx``:
+        ``norm = L_hat(0)``, ``<x> = i L_hat'(0) / L_hat(0)``,
+        ``<x^2> = -L_hat''(0) / L_hat(0)``, dispersion ``sqrt(<x^2> - <x>^2)``, in the
+        unit of ``x`` (pixels).  Exact (forward-mode derivatives at omega = 0) and
+        differentiable in ``params``, so errors propagate by the Jacobian.  For a
+        Gauss-Hermite LOSVD this is the true mean and dispersion, which differ from the
+        V and SIGMA parameters when h3, h4 != 0.
+    """
+
+    def f(w):
+        return ft(jnp.reshape(w, (1,)), params)[0]
+
+    zero = jnp.zeros((), dtype=jnp.result_type(float))
+    one = jnp.ones_like(zero)
+    f0, d1 = jax.jvp(f, (zero,), (one,))
+    d2 = jax.jvp(lambda w: jax.jvp(f, (w,), (one,))[1], (zero,), (one,))[1]
+    mean = jnp.real(1j * d1 / f0)
+    second = jnp.real(-d2 / f0)
+    return jnp.real(f0), mean, jnp.sqrt(second - mean * mean)
+
+
 # --------------------------------------------------------------------------------------
 # Family description shared by the fitter and the map writer
 # --------------------------------------------------------------------------------------
@@ -479,6 +518,10 @@ class LOSVDFamily:
     def pdf(self, x, params):
         """Real-space LOSVD at ``x`` (pixels) for ``params`` (n_params,)."""
         return self._pdf(x, self._check_params(params))
+
+    def moments(self, params):
+        """``(norm, mean, dispersion)`` of the LOSVD in pixels; see :func:`ft_moments`."""
+        return ft_moments(self._ft, self._check_params(params))
 
     def _check_params(self, params):
         params = jnp.asarray(params)

@@ -74,13 +74,12 @@ def test_hermite_polynomials_match_closed_forms():
 
 
 def test_hermite_orthonormal_with_weight_alpha_squared():
-    # vdMF93 eq. A3: integral H_l H_m alpha^2 dy = delta_lm / (2 sqrt(pi))
-    for l in range(5):
-        for m in range(5):
-            val, _ = integrate.quad(
-                lambda y: float(losvd.hermite_polynomials(y, 4)[l] * losvd.hermite_polynomials(y, 4)[m])
-                * np.exp(-y * y) / (2 * np.pi), -np.inf, np.inf)
-            assert val == pytest.approx((l == m) / (2 * np.sqrt(np.pi)), abs=1e-10)
+    # vdMF93 eq. A3: integral H_l H_m alpha^2 dy = delta_lm / (2 sqrt(pi)); alpha^2 =
+    # exp(-y^2) / (2 pi), integrated exactly by 40-point Gauss-Hermite quadrature
+    nodes, weights = np.polynomial.hermite.hermgauss(40)
+    hp = np.asarray(losvd.hermite_polynomials(jnp.asarray(nodes), 8))
+    gram = (hp * weights) @ hp.T / (2 * np.pi)
+    np.testing.assert_allclose(gram, np.eye(9) / (2 * np.sqrt(np.pi)), atol=1e-13)
 
 
 # ---------------------------------------------------------------------------- Gauss-Hermite
@@ -147,7 +146,7 @@ def test_positive_h3_skews_towards_high_velocity():
     assert xs[np.argmax(pdf)] < v
 
 
-@pytest.mark.parametrize("v,sigma,h", GH_CASES[1:])
+@pytest.mark.parametrize("v,sigma,h", [GH_CASES[2], GH_CASES[4]])
 def test_gauss_hermite_jit_vmap_grad(v, sigma, h):
     h = jnp.asarray(h, dtype=float)
     omega = jnp.asarray(OMEGA)
@@ -169,14 +168,14 @@ def test_gauss_hermite_jit_vmap_grad(v, sigma, h):
                                p, reverse=False)
 
 
-def test_gauss_hermite_check_grads_second_order():
+def test_gauss_hermite_check_grads():
     omega = jnp.asarray(OMEGA[:20])
 
     def scalar(p):
         ft = losvd.gauss_hermite_ft(omega, p[0], p[1], p[2:])
         return jnp.sum(jnp.real(ft) * jnp.arange(20)) + jnp.sum(jnp.imag(ft) ** 2)
 
-    check_grads(scalar, (jnp.array([1.1, 2.5, 0.05, -0.07]),), order=2, modes=["rev", "fwd"])
+    check_grads(scalar, (jnp.array([1.1, 2.5, 0.05, -0.07]),), order=1, modes=["rev", "fwd"])
 
 
 def test_gauss_hermite_ft_in_float32_input_keeps_working():
@@ -235,8 +234,13 @@ SE_CASES = [
 ]
 
 
+_SE_PDF_JIT = {k: jax.jit(lambda x, v, s, a, d, k=k: losvd.sanders_evans_pdf(x, v, s, a, d, kernel=k))
+               for k in KERNELS}
+
+
 def _se_pdf(kernel, v, sigma, a, delta):
-    return lambda x: losvd.sanders_evans_pdf(x, v, sigma, a, delta, kernel=kernel)
+    """Jitted pdf as a function of x only (one compilation per kernel and shape)."""
+    return lambda x: _SE_PDF_JIT[kernel](x, v, sigma, a, delta)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -251,7 +255,7 @@ def test_sanders_evans_ft_matches_numerical_transform(kernel, v, sigma, a, delta
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("v,sigma,a,delta", SE_CASES)
 def test_sanders_evans_moments_are_exact(kernel, v, sigma, a, delta):
-    pdf = jax.jit(_se_pdf(kernel, v, sigma, a, delta))
+    pdf = _se_pdf(kernel, v, sigma, a, delta)
 
     def moment(n, centre):
         val, _ = integrate.quad(lambda x: float(pdf(x)) * (x - centre) ** n,
@@ -376,3 +380,26 @@ def test_sanders_evans_bad_kernel_raises():
         losvd.LOSVDFamily.sanders_evans("box")
     with pytest.raises(InputError, match="kernel"):
         losvd.sanders_evans_shape(0.5, 0.0, kernel="")
+
+
+@pytest.mark.parametrize("fam,params", [
+    (losvd.LOSVDFamily.gauss_hermite(2), [1.0, 2.0]),
+    (losvd.LOSVDFamily.gauss_hermite(4), [0.7, 2.5, 0.08, 0.05]),
+    (losvd.LOSVDFamily.gauss_hermite(6), [-1.2, 3.0, -0.05, 0.04, 0.03, -0.02]),
+    (losvd.LOSVDFamily.sanders_evans("laplace"), [0.4, 2.2, 1.2, 0.5]),
+    (losvd.LOSVDFamily.sanders_evans("uniform"), [-0.3, 1.8, 2.0, -1.0]),
+])
+def test_ft_moments_match_sampled_pdf(fam, params):
+    params = jnp.asarray(params)
+    x = jnp.linspace(-100, 100, 20001)
+    norm_ref, mean_ref, disp_ref = losvd.pdf_moments(x, fam.pdf(x, params))
+    norm, mean, disp = fam.moments(params)
+    assert float(norm) == pytest.approx(float(norm_ref), rel=1e-10)
+    assert float(mean) == pytest.approx(float(mean_ref), abs=1e-9)
+    assert float(disp) == pytest.approx(float(disp_ref), rel=1e-9)
+    if fam.name.startswith("sanders_evans") or fam.n_params == 2:
+        assert float(mean) == pytest.approx(float(params[0]), abs=1e-12)
+        assert float(disp) == pytest.approx(float(params[1]), rel=1e-12)
+    if fam.n_params == 4 and fam.name == "gauss_hermite":  # integral alpha y H3 = sqrt3, integral alpha H4 = sqrt(3/8)
+        v, s, h3, h4 = np.asarray(params)
+        assert float(mean) == pytest.approx(v + np.sqrt(3) * h3 * s / (1 + np.sqrt(3 / 8) * h4), rel=1e-12)
