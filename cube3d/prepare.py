@@ -354,7 +354,11 @@ def _resolve_lsf(lsf: Any, cube) -> LineSpreadFunction | None:
 
 
 def _check_options(redshift, velscale, target_sn, min_sn, emission_width, n_basis, margin_kms, wave_range):
-    if not (np.isscalar(redshift) and np.isfinite(redshift) and redshift > -1):
+    try:
+        z = float(redshift)
+    except (TypeError, ValueError):
+        raise InputError(f"--redshift: must be a finite number > -1, got {redshift!r}") from None
+    if not (np.isfinite(z) and z > -1):
         raise InputError(f"--redshift: must be a finite number > -1, got {redshift}")
     if velscale is not None and not (np.isfinite(velscale) and velscale > 0):
         raise InputError(f"--velscale: must be a positive number of km/s, got {velscale}")
@@ -525,6 +529,15 @@ def prepare_cube(
             f"(rest frame, {frame}, z = {redshift}) needs {need_lo:.1f}-{need_hi:.1f} A including the "
             f"{margin_kms:g} km/s margin; narrow --wave-range or use other templates"
         )
+    # an input already uniform in ln(lambda) at this velscale (MaNGA LOGCUBE): start
+    # the grid on an input edge so that rebinning is the identity (no smoothing, no
+    # correlated noise)
+    ln_in = np.log(edges_rest)
+    if np.allclose(np.diff(ln_in), step, rtol=1e-6, atol=0):
+        step = (ln_in[-1] - ln_in[0]) / n_wave  # the input's own step, free of round-off
+        velscale = float(step * C_KMS)
+        k = int(np.searchsorted(ln_in, np.log(lo) - 1e-6 * step))
+        lo = float(np.exp(ln_in[k]))
     ln_edges = log_grid(lo, hi, velscale)
     n_pix = ln_edges.size - 1
 

@@ -121,6 +121,25 @@ def test_velscale_and_wave_range_options(library):
     assert np.exp(prep.ln_wave[-1]) < 5600.0
 
 
+def test_log_uniform_cube_is_not_resampled(library):
+    # a MaNGA-like cube, uniform in ln(lambda) at 69 km/s: the default grid lands on
+    # its pixel edges, so the prepared spectra and weights are the input ones
+    step = 69.0 / C_KMS
+    wave = np.exp(np.log(4800.0) + step * np.arange(1500))
+    spec = np.interp(wave / (1 + Z), library.wave, library.flux[4])
+    rng = np.random.default_rng(2)
+    flux = spec * rng.uniform(0.9, 1.1, spec.size)
+    ivar = rng.uniform(1.0, 2.0, spec.size) / np.median(spec) ** 2
+    cube = FakeCube(flux=flux[:, None, None], ivar=ivar[:, None, None], wave=wave)
+    prep = prepare_cube(cube, library, Z, lsf=3.0, mask_emission=False)
+    assert prep.velscale == pytest.approx(69.0, rel=1e-9)
+    i0 = int(np.argmin(np.abs(np.log(wave / (1 + Z)) - prep.ln_wave[0])))
+    assert np.log(wave[i0] / (1 + Z)) == pytest.approx(prep.ln_wave[0], abs=1e-9 * step)
+    sl = slice(i0, i0 + prep.n_pix)
+    np.testing.assert_allclose(prep.spectra[0] * prep.scale[0], flux[sl], rtol=1e-9)
+    np.testing.assert_allclose(prep.ivar[0] / prep.scale[0] ** 2, ivar[sl], rtol=1e-9)
+
+
 def test_snr_and_scale(library):
     base = _galaxy(library, 3, 0.0, 150.0)
     flux = np.stack([base, 5.0 * base])
@@ -263,7 +282,7 @@ def test_lsf_defaults(library):
     np.testing.assert_allclose(prepare_cube(own, library, Z).templates, prepare_cube(cube, library, Z, lsf=3.0).templates)
 
 
-@pytest.mark.parametrize("z", [np.nan, np.inf, -1.0, -2.0])
+@pytest.mark.parametrize("z", [np.nan, np.inf, -1.0, -2.0, None, "abc"])
 def test_bad_redshift(library, z):
     cube = _cube([_galaxy(library, 0, 0.0, 150.0)])
     with pytest.raises(InputError, match="--redshift"):
