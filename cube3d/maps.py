@@ -375,7 +375,7 @@ def _model_hdulist(model_cube, cube_header, shape2d):
         raise InputError(f"write_maps: 'cube_header' has an invalid WCS ({exc})") from None
     if naxis != 3:
         raise InputError(f"write_maps: 'cube_header' must describe a 3-D WCS, got {naxis} axes")
-    hdr["CONTENT"] = "best-fit model cube (same units and WCS as the input cube)"
+    hdr["CONTENT"] = "best-fit model cube (cube flux units, rest-frame ln-lambda grid of the fit)"
     return fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data=model.astype(np.float32), header=hdr, name="MODEL")])
 
 
@@ -383,6 +383,10 @@ def _atomic_write(hdul, path):
     """Write an HDUList to a temporary file next to ``path``; return the temp path."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates the file 0600; give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as fh:
             hdul.writeto(fh)
             fh.flush()

@@ -382,3 +382,16 @@ def test_maps_share_sky_with_demo_cube(tmp_path):
     with fits.open(model_path_for(path)) as mod:
         assert WCS(mod["MODEL"].header).wcs.ctype[2] == "AWAV"
         assert mod["MODEL"].header["BUNIT"] == hdr["BUNIT"]
+
+
+def test_written_file_has_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    m = make_maps()
+    umask = os.umask(0o022)
+    try:
+        path = write_maps(m, tmp_path / "perm.fits")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
