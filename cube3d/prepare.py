@@ -337,6 +337,43 @@ def _nanmedian(values: np.ndarray, good: np.ndarray) -> np.ndarray:
         return np.nanmedian(np.where(good, values, np.nan), axis=1)
 
 
+def _rebin_spaxels(flux, ivar, edges_rest, ln_edges, line_mask, block=1024):
+    """Log-rebin (n_wave, n_sp) spaxels in blocks; medians and S/N per spaxel.
+
+    Returns ``spec, var, var_diag, bad`` (each (n_sp, n_pix)) and ``med, snr,
+    n_good`` (each (n_sp,)) over the pixels that are neither bad nor in
+    ``line_mask``.  Only the input channels that overlap the grid are used.
+    """
+    n_wave, n_sp = flux.shape
+    n_pix = ln_edges.size - 1
+    lo, hi = np.exp(ln_edges[0]), np.exp(ln_edges[-1])
+    i0 = max(int(np.searchsorted(edges_rest, lo, side="right")) - 1, 0)
+    i1 = min(int(np.searchsorted(edges_rest, hi, side="left")), n_wave)
+    edges = edges_rest[i0 : i1 + 1]
+    spec = np.empty((n_sp, n_pix))
+    var = np.empty((n_sp, n_pix))
+    var_diag = np.empty((n_sp, n_pix))
+    bad = np.empty((n_sp, n_pix), dtype=bool)
+    med = np.empty(n_sp)
+    snr = np.empty(n_sp)
+    n_good = np.empty(n_sp, dtype=int)
+    for s0 in range(0, n_sp, block):  # blocks of spaxels, each vectorised
+        sl = slice(s0, min(s0 + block, n_sp))
+        f = flux[i0:i1, sl]
+        iv = ivar[i0:i1, sl]
+        bad_in = ~(iv > 0) | ~np.isfinite(iv) | ~np.isfinite(f)
+        var_in = 1.0 / np.where(bad_in, 1.0, iv)
+        var_in[bad_in] = 0.0
+        reb = log_rebin(edges, f, ln_edges=ln_edges, variance=var_in, bad=bad_in, axis=0)
+        spec[sl], var[sl], var_diag[sl], bad[sl] = reb.flux.T, reb.variance.T, reb.variance_diag.T, reb.bad.T
+        good = ~bad[sl] & ~line_mask[None, :]
+        n_good[sl] = good.sum(1)
+        med[sl] = _nanmedian(spec[sl], good)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            snr[sl] = _nanmedian(spec[sl] / np.sqrt(var_diag[sl]), good & (var_diag[sl] > 0))
+    return spec, var, var_diag, bad, med, snr, n_good
+
+
 def _resolve_lsf(lsf: Any, cube) -> LineSpreadFunction | None:
     if lsf is not None:
         return as_lsf(lsf)
@@ -541,29 +578,18 @@ def prepare_cube(
     ln_edges = log_grid(lo, hi, velscale)
     n_pix = ln_edges.size - 1
 
-    # rebin all spaxels at once (wavelength axis 0, no transpose of the cube)
-    bad_in = ~(ivar > 0) | ~np.isfinite(ivar) | ~np.isfinite(flux)
-    var_in = np.where(bad_in, 0.0, 1.0 / np.where(bad_in, 1.0, ivar))
-    reb = log_rebin(edges_rest, flux, ln_edges=ln_edges, variance=var_in, bad=bad_in, axis=0)
-    ln_wave = reb.ln_wave
-    n_sp = ny * nx
-    spec = reb.flux.reshape(n_pix, n_sp).T
-    var = reb.variance.reshape(n_pix, n_sp).T
-    var_diag = reb.variance_diag.reshape(n_pix, n_sp).T
-    bad = reb.bad.reshape(n_pix, n_sp).T
-
+    ln_wave = 0.5 * (ln_edges[1:] + ln_edges[:-1])
     line_mask = (
         emission_line_mask(ln_wave, redshift, emission_width, air=tpl_air)
         if mask_emission
         else np.zeros(n_pix, dtype=bool)
     )
-
-    # usable spaxels and their S/N
-    good = ~bad & ~line_mask[None, :]
-    n_good = good.sum(1)
-    med = _nanmedian(spec, good)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        snr_sp = _nanmedian(spec / np.sqrt(var_diag), good & (var_diag > 0))
+    # rebin every spaxel (in blocks of spaxels to bound the temporaries), with the
+    # per-spaxel median flux and S/N over the fitted pixels
+    n_sp = ny * nx
+    spec, var, var_diag, bad, med, snr_sp, n_good = _rebin_spaxels(
+        flux.reshape(n_wave, n_sp), ivar.reshape(n_wave, n_sp), edges_rest, ln_edges, line_mask
+    )
     usable = (n_good >= max(1, min_good_fraction * n_pix)) & (med > 0) & np.isfinite(snr_sp)
     if not np.any(usable):
         raise InputError(
@@ -580,7 +606,9 @@ def prepare_cube(
     # spectra: one per selected spaxel or one per Voronoi bin
     if target_sn is None:
         group = np.arange(idx_sel.size)
-        spec_out, var_out, diag_out, bad_out = spec[idx_sel], var[idx_sel], var_diag[idx_sel], bad[idx_sel]
+        if idx_sel.size < n_sp:
+            spec, var, var_diag, bad = spec[idx_sel], var[idx_sel], var_diag[idx_sel], bad[idx_sel]
+        scale, snr = med[idx_sel], snr_sp[idx_sel]
     else:
         yy, xx = np.divmod(idx_sel, nx)
         group = voronoi_bins(xx, yy, med[idx_sel], med[idx_sel] / snr_sp[idx_sel], float(target_sn))
@@ -592,17 +620,25 @@ def prepare_cube(
         n_mem = np.asarray(member.sum(1)).ravel()[:, None]
         n_ok = member @ ok.astype(np.float64)
         factor = np.where(n_ok > 0, n_mem / np.maximum(n_ok, 1), 0.0)
-        spec_out = (member @ np.where(ok, spec[idx_sel], 0.0)) * factor
-        var_out = (member @ np.where(ok, var[idx_sel], 0.0)) * factor**2
-        diag_out = (member @ np.where(ok, var_diag[idx_sel], 0.0)) * factor**2
-        bad_out = 2 * n_ok < n_mem
+        spec = (member @ np.where(ok, spec[idx_sel], 0.0)) * factor
+        var = (member @ np.where(ok, var[idx_sel], 0.0)) * factor**2
+        var_diag = (member @ np.where(ok, var_diag[idx_sel], 0.0)) * factor**2
+        bad = 2 * n_ok < n_mem
+        good = ~bad & ~line_mask[None, :] & (var_diag > 0)
+        scale = _nanmedian(spec, good)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            snr = _nanmedian(spec / np.sqrt(var_diag), good)
+    del var_diag
 
-    good_out = ~bad_out & ~line_mask[None, :] & (var_out > 0)
-    scale = _nanmedian(spec_out, good_out)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        snr = _nanmedian(spec_out / np.sqrt(diag_out), good_out)
-        ivar_out = np.where(good_out, scale[:, None] ** 2 / np.where(good_out, var_out, 1.0), 0.0)
-        spectra = np.where(bad_out, 1.0, spec_out / scale[:, None])
+    # normalise in place: spectra / scale, ivar = scale^2 / var on good pixels, 0 elsewhere
+    good = ~bad & ~line_mask[None, :] & (var > 0)
+    spectra = spec
+    spectra /= scale[:, None]
+    spectra[bad] = 1.0
+    ivar_out = var
+    np.divide(scale[:, None] ** 2, var, out=ivar_out, where=good)
+    ivar_out[~good] = 0.0
+    del good, bad
 
     bin_id = np.full(n_sp, -1, dtype=int)
     bin_id[idx_sel] = group
@@ -628,10 +664,12 @@ def prepare_cube(
     tpl = tpl / t_med[:, None]
 
     if n_basis is not None and int(n_basis) < tpl.shape[0]:
-        # summed spectrum of everything fitted, in the cube's flux units
-        ok_all = ~bad_out & ~line_mask[None, :]
+        # summed spectrum of everything fitted, in the cube's flux units; a pixel
+        # masked in some spectra is scaled up by n_spec / n_unmasked
+        ok_all = ivar_out > 0
         n_ok = ok_all.sum(0)
-        stack = np.where(ok_all, spec_out, 0.0).sum(0) * np.where(n_ok > 0, ok_all.shape[0] / np.maximum(n_ok, 1), 0)
+        stack = (np.where(ok_all, spectra, 0.0) * scale[:, None]).sum(0)
+        stack *= np.where(n_ok > 0, ok_all.shape[0] / np.maximum(n_ok, 1), 0.0)
         chosen = select_basis(
             stack / np.median(stack[n_ok > 0]),
             n_ok * 2 >= ok_all.shape[0],
