@@ -279,7 +279,9 @@ def test_lsf_defaults(library):
     np.testing.assert_allclose(by_layout.templates, explicit.templates)
     assert not np.allclose(plain.templates, explicit.templates)
     own = FakeCube(flux=cube.flux, ivar=cube.ivar, wave=CUBE_WAVE.copy(), lsf_fwhm=np.full(CUBE_WAVE.size, 3.0))
-    np.testing.assert_allclose(prepare_cube(own, library, Z).templates, prepare_cube(cube, library, Z, lsf=3.0).templates)
+    np.testing.assert_allclose(
+        prepare_cube(own, library, Z).templates, prepare_cube(cube, library, Z, lsf=3.0).templates
+    )
 
 
 @pytest.mark.parametrize("z", [np.nan, np.inf, -1.0, -2.0, None, "abc"])
@@ -371,3 +373,14 @@ def test_real_muse_minicube(shared_data, library):
         binned = prepare_cube(cube, library, 0.0881, target_sn=20.0, n_basis=6)
     assert 5 < binned.n_spec < 200 and binned.templates.shape[0] == 6
     assert np.median(binned.snr) > 15.0
+
+
+def test_emission_mask_in_vacuum():
+    io = pytest.importorskip("cube3d.io")
+    ln = np.log(np.linspace(6500.0, 6620.0, 2401))
+    air = emission_line_mask(ln, 0.0, 300.0, lines={"Ha": 6562.80}, sky_lines={})
+    vac = emission_line_mask(ln, 0.0, 300.0, air=False, lines={"Ha": 6562.80}, sky_lines={})
+    centre = lambda m: np.exp(ln[m]).mean()  # noqa: E731
+    assert centre(air) == pytest.approx(6562.80, abs=0.05)
+    assert centre(vac) == pytest.approx(float(io.air_to_vacuum(np.array([6562.80]))[0]), abs=0.05)
+    assert centre(vac) - centre(air) == pytest.approx(1.81, abs=0.05)
