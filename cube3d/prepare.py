@@ -552,11 +552,12 @@ def prepare_cube(
     step = velscale / C_KMS
     n_ext = int(np.ceil(margin_kms / velscale - 1e-9))
     if wave_range is None:
+        ov_lo, ov_hi = lo, hi
         lo, hi = lo * np.exp(n_ext * step), hi * np.exp(-n_ext * step)
         if lo >= hi:
             raise InputError(
-                f"--wave-range: the overlap of cube and templates ({lo:.1f}-{hi:.1f} A rest frame) is "
-                f"narrower than twice the {margin_kms} km/s template margin"
+                f"--wave-range: the overlap of cube and templates ({ov_lo:.1f}-{ov_hi:.1f} A rest frame) is "
+                f"narrower than twice the {margin_kms:g} km/s template margin"
             )
     need_lo, need_hi = lo * np.exp(-n_ext * step), hi * np.exp(n_ext * step)
     tol = 1e-9 * need_hi

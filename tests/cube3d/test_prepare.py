@@ -324,6 +324,15 @@ def test_empty_wave_range_and_options(library):
         prepare_cube(cube, library, Z, lsf=-3.0)
 
 
+def test_overlap_narrower_than_margin(library):
+    # cube rest frame 7350-7500 A: overlaps the templates (to 7410 A) by 2460 km/s < 2 x 2000 km/s
+    wave = np.arange(7350.0, 7500.0, 1.0)
+    flux = np.ones((wave.size, 1, 1))
+    cube = FakeCube(flux=flux, ivar=flux.copy(), wave=wave)
+    with pytest.raises(InputError, match=r"--wave-range.*7349\.5-7410\.1 A.*2000 km/s"):
+        prepare_cube(cube, library, 0.0, lsf=3.0)
+
+
 def test_all_masked_cube(library):
     cube = _cube([_galaxy(library, 0, 0.0, 150.0)])
     dead = FakeCube(flux=cube.flux, ivar=np.zeros_like(cube.ivar), wave=CUBE_WAVE.copy(), path="dead.fits")
