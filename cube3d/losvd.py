@@ -56,6 +56,7 @@ __all__ = [
     "ft_moments",
     "hermite_polynomials",
     "pdf_moments",
+    "sanders_evans_bounds",
     "sanders_evans_ft",
     "sanders_evans_pdf",
     "sanders_evans_shape",
@@ -235,14 +236,18 @@ def _check_kernel(kernel):
         )
 
 
-def _kernel_raw_moments(a, delta, kernel):
-    """Raw moments E[K^n], n = 1..4, of the two-sided kernel with half-widths a +- delta.
+def _half_widths(a, asym):
+    """Half-widths (a+, a-) = a (1 +- asym) of the kernel; Sanders & Evans's Delta = a asym."""
+    return a * (1.0 + asym), a * (1.0 - asym)
+
+
+def _kernel_raw_moments(ap, am, kernel):
+    """Raw moments E[K^n], n = 1..4, of the two-sided kernel with half-widths ap, am.
 
     Each half carries weight 1/2 (Sanders & Evans 2020, sections 4.1-4.2):
     uniform halves on (0, a+) and (-a-, 0) give ``E[K^n] = (a+^n + (-a-)^n) / (2 (n+1))``;
     exponential halves of scales a+ and a- give ``E[K^n] = n! (a+^n + (-a-)^n) / 2``.
     """
-    ap, am = a + delta, a - delta
     if kernel == "uniform":
         fac = [1.0 / (2 * (n + 1)) for n in range(5)]
     else:
@@ -250,17 +255,16 @@ def _kernel_raw_moments(a, delta, kernel):
     return [fac[n] * (ap**n + (-am) ** n) for n in range(1, 5)]
 
 
-def _standardisation(sigma, a, delta, kernel):
+def _standardisation(sigma, ap, am, kernel):
     """Core dispersion c and kernel mean m_K so that the LOSVD has std sigma and mean v."""
-    m1, m2, _, _ = _kernel_raw_moments(a, delta, kernel)
+    m1, m2, _, _ = _kernel_raw_moments(ap, am, kernel)
     var_k = m2 - m1 * m1
     c = sigma / jnp.sqrt(1.0 + var_k)
     return c, m1
 
 
-def _kernel_ft(k, a, delta, kernel):
+def _kernel_ft(k, ap, am, kernel):
     """E[exp(-i k K)] for the two-sided kernel (Sanders & Evans 2020, eqs. 55-56)."""
-    ap, am = a + delta, a - delta
     if kernel == "laplace":
         # integral_0^inf e^{-y/a} e^{-iky} dy / a = 1 / (1 + i k a)
         return 0.5 / (1.0 + 1j * k * ap) + 0.5 / (1.0 - 1j * k * am)
@@ -273,7 +277,7 @@ def _kernel_ft(k, a, delta, kernel):
     ) * sinc_m
 
 
-def sanders_evans_ft(omega, v, sigma, a, delta, *, kernel: str = "laplace"):
+def sanders_evans_ft(omega, v, sigma, a, asym, *, kernel: str = "laplace"):
     """Closed-form Fourier transform of a Sanders & Evans (2020) LOSVD.
 
     Parameters
@@ -286,9 +290,12 @@ def sanders_evans_ft(omega, v, sigma, a, delta, *, kernel: str = "laplace"):
         Dispersion in pixels (> 0): the exact standard deviation of the LOSVD.
     a : float
         Kernel width in units of the Gaussian core dispersion (>= 0; 0 is Gaussian).
-    delta : float
-        Kernel asymmetry (skewness), ``|delta| <= a``; the two halves of the kernel
-        have widths ``a + delta`` (towards high velocity) and ``a - delta``.
+    asym : float
+        Kernel asymmetry in [-1, 1]: the two halves of the kernel have widths
+        ``a (1 + asym)`` (towards high velocity) and ``a (1 - asym)``; ``asym > 0``
+        gives positive skewness.  Sanders & Evans's ``Delta`` is ``a * asym``.  The
+        box ``0 <= a``, ``-1 <= asym <= 1`` is the whole valid domain (see
+        :func:`sanders_evans_bounds`).
     kernel : {"laplace", "uniform"}
         ``"laplace"`` gives excess kurtosis >= 0, ``"uniform"`` gives <= 0.
 
@@ -303,7 +310,7 @@ def sanders_evans_ft(omega, v, sigma, a, delta, *, kernel: str = "laplace"):
     Gaussian convolved with a kernel ``K``: ``U = Z + K``.  The kernel has two halves of
     weight 1/2 each, uniform on ``(0, a+)`` and ``(-a-, 0)`` (their eq. 38, negative
     excess kurtosis) or exponential with scales ``a+`` and ``a-`` (their eq. 41,
-    positive excess kurtosis), ``a+- = a +- delta``.  The pdf is a convolution of
+    positive excess kurtosis), ``a+- = a +- Delta = a (1 +- asym)``.  The pdf is a convolution of
     non-negative functions, hence non-negative everywhere.  Its transform is the
     product of the transforms (their eqs. 55-56, here with ``exp(-i ...)``)::
 
@@ -326,15 +333,16 @@ def sanders_evans_ft(omega, v, sigma, a, delta, *, kernel: str = "laplace"):
     """
     _check_kernel(kernel)
     omega = jnp.asarray(omega)
-    dtype = jnp.result_type(omega, v, sigma, a, delta, float)
+    dtype = jnp.result_type(omega, v, sigma, a, asym, float)
     omega = omega.astype(dtype)
-    c, m_k = _standardisation(sigma, a, delta, kernel)
+    ap, am = _half_widths(a, asym)
+    c, m_k = _standardisation(sigma, ap, am, kernel)
     k = omega * c
     phase = -omega * (v - c * m_k)
     return (
         jnp.exp(-0.5 * k * k)
         * (jnp.cos(phase) + 1j * jnp.sin(phase))
-        * _kernel_ft(k, a, delta, kernel)
+        * _kernel_ft(k, ap, am, kernel)
     )
 
 
@@ -377,7 +385,7 @@ def _normal_cdf_difference(hi, lo):
     return jnp.maximum(jnp.where(lo > 0, upper, lower), 0.0)
 
 
-def sanders_evans_pdf(x, v, sigma, a, delta, *, kernel: str = "laplace"):
+def sanders_evans_pdf(x, v, sigma, a, asym, *, kernel: str = "laplace"):
     """Sanders & Evans (2020) LOSVD in real space, per pixel; non-negative everywhere.
 
     Parameters are those of :func:`sanders_evans_ft`; ``x`` is the velocity in pixels
@@ -387,19 +395,29 @@ def sanders_evans_pdf(x, v, sigma, a, delta, *, kernel: str = "laplace"):
     """
     _check_kernel(kernel)
     x = jnp.asarray(x)
-    dtype = jnp.result_type(x, v, sigma, a, delta, float)
-    c, m_k = _standardisation(sigma, a, delta, kernel)
+    dtype = jnp.result_type(x, v, sigma, a, asym, float)
+    ap, am = _half_widths(a, asym)
+    c, m_k = _standardisation(sigma, ap, am, kernel)
     u = (x.astype(dtype) - v) / c + m_k
-    f_u = 0.5 * (_half_pdf(u, a + delta, kernel) + _half_pdf(-u, a - delta, kernel))
+    f_u = 0.5 * (_half_pdf(u, ap, kernel) + _half_pdf(-u, am, kernel))
     return f_u / c
 
 
-def sanders_evans_shape(a, delta, *, kernel: str = "laplace"):
+def sanders_evans_bounds(a_max: float = 5.0):
+    """Box bounds of the Sanders & Evans shape parameters (A, ASYM).
+
+    Returns ``((0, -1), (a_max, 1))``.  At ``a = a_max = 5`` the excess kurtosis is
+    2.9 (Laplace) or -0.96 (uniform; the limit is -1.2).
+    """
+    return (0.0, -1.0), (float(a_max), 1.0)
+
+
+def sanders_evans_shape(a, asym, *, kernel: str = "laplace"):
     """Skewness and excess kurtosis of a Sanders & Evans (2020) LOSVD.
 
     Parameters
     ----------
-    a, delta : float
+    a, asym : float
         Kernel width and asymmetry, as in :func:`sanders_evans_ft`.
     kernel : {"laplace", "uniform"}
 
@@ -408,11 +426,11 @@ def sanders_evans_shape(a, delta, *, kernel: str = "laplace"):
     (skewness, excess_kurtosis) : tuple of jax.Array
         ``kappa_3 / s^3`` and ``kappa_4 / s^4``, ``s^2 = 1 + Var K``: the Gaussian
         adds nothing to cumulants above the second (Sanders & Evans 2020, table D2:
-        Laplace ``6 (2a^4 + 12 a^2 delta^2 + delta^4) / (1 + 2a^2 + delta^2)^2``).
+        Laplace ``6 (2a^4 + 12 a^2 D^2 + D^4) / (1 + 2a^2 + D^2)^2``, ``D = a asym``).
         Independent of v and sigma.
     """
     _check_kernel(kernel)
-    m1, m2, m3, m4 = _kernel_raw_moments(a, delta, kernel)
+    m1, m2, m3, m4 = _kernel_raw_moments(*_half_widths(a, asym), kernel)
     var = m2 - m1**2
     k3 = m3 - 3 * m2 * m1 + 2 * m1**3
     k4 = m4 - 4 * m3 * m1 - 3 * m2**2 + 12 * m2 * m1**2 - 6 * m1**4
@@ -499,10 +517,17 @@ class LOSVDFamily:
         ``"gauss_hermite"`` or ``"sanders_evans_laplace"`` / ``"sanders_evans_uniform"``.
     param_names : tuple of str
         FITS-style names, e.g. ``("V", "SIGMA", "H3", "H4")``; used as map HDU names.
+    shape_start : tuple of float
+        Starting values of the shape parameters (those after V and SIGMA) for an
+        iterative fit: zeros for Gauss-Hermite; for Sanders & Evans ``(0.4, 0.0)``
+        (Laplace) or ``(1.2, 0.0)`` (uniform), excess kurtosis about +-0.15: its
+        transform depends on A only at fourth order near A = 0, so a fit started at
+        the Gaussian (A = 0) would have zero Jacobian columns for A and ASYM.
     """
 
     name: str
     param_names: tuple[str, ...]
+    shape_start: tuple[float, ...]
     _ft: Callable = dataclasses.field(repr=False, compare=False)
     _pdf: Callable = dataclasses.field(repr=False, compare=False)
 
@@ -553,14 +578,16 @@ class LOSVDFamily:
         def pdf(x, params):
             return gauss_hermite_pdf(x, params[0], params[1], params[2:])
 
-        return cls("gauss_hermite", names, ft, pdf)
+        return cls("gauss_hermite", names, (0.0,) * (n_moments - 2), ft, pdf)
 
     @classmethod
     def sanders_evans(cls, kernel: str = "laplace") -> "LOSVDFamily":
-        """Sanders & Evans (2020) LOSVD, parameters (V, SIGMA, A, DELTA).
+        """Sanders & Evans (2020) LOSVD, parameters (V, SIGMA, A, ASYM).
 
         ``kernel="laplace"`` (excess kurtosis >= 0) or ``"uniform"`` (<= 0).  V and
-        SIGMA are the exact mean and standard deviation; see :func:`sanders_evans_ft`.
+        SIGMA are the exact mean and standard deviation; A the kernel width and ASYM
+        its asymmetry, bounded by :func:`sanders_evans_bounds`; see
+        :func:`sanders_evans_ft`.
         """
         _check_kernel(kernel)
 
@@ -570,4 +597,6 @@ class LOSVDFamily:
         def pdf(x, params):
             return sanders_evans_pdf(x, *params, kernel=kernel)
 
-        return cls(f"sanders_evans_{kernel}", ("V", "SIGMA", "A", "DELTA"), ft, pdf)
+        # start with |excess kurtosis| ~ 0.15 (0.18 Laplace, -0.13 uniform)
+        start = (0.4, 0.0) if kernel == "laplace" else (1.2, 0.0)
+        return cls(f"sanders_evans_{kernel}", ("V", "SIGMA", "A", "ASYM"), start, ft, pdf)

@@ -223,14 +223,14 @@ def test_family_rejects_wrong_params_shape():
 
 # ---------------------------------------------------------------------------- Sanders & Evans
 KERNELS = ["laplace", "uniform"]
-# (v, sigma, a, delta): Gaussian limit, tiny widths (series branch), interior, one-sided kernels
+# (v, sigma, a, asym): Gaussian limit, tiny widths (series branch), interior, one-sided kernels
 SE_CASES = [
     (0.0, 2.0, 0.0, 0.0),
-    (1.2, 2.5, 2e-4, -1e-4),
-    (-3.1, 3.0, 0.6, 0.25),
-    (2.0, 1.6, 1.5, -1.5),
-    (0.7, 2.2, 2.5, 2.5),
-    (-1.0, 4.0, 3.0, -0.5),
+    (1.2, 2.5, 2e-4, -0.5),
+    (-3.1, 3.0, 0.6, 0.4),
+    (2.0, 1.6, 1.5, -1.0),
+    (0.7, 2.2, 2.5, 1.0),
+    (-1.0, 4.0, 3.0, -0.2),
 ]
 
 
@@ -238,24 +238,24 @@ _SE_PDF_JIT = {k: jax.jit(lambda x, v, s, a, d, k=k: losvd.sanders_evans_pdf(x, 
                for k in KERNELS}
 
 
-def _se_pdf(kernel, v, sigma, a, delta):
+def _se_pdf(kernel, v, sigma, a, asym):
     """Jitted pdf as a function of x only (one compilation per kernel and shape)."""
-    return lambda x: _SE_PDF_JIT[kernel](x, v, sigma, a, delta)
+    return lambda x: _SE_PDF_JIT[kernel](x, v, sigma, a, asym)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("v,sigma,a,delta", SE_CASES)
-def test_sanders_evans_ft_matches_numerical_transform(kernel, v, sigma, a, delta):
-    ft = np.asarray(losvd.sanders_evans_ft(jnp.asarray(OMEGA), v, sigma, a, delta, kernel=kernel))
-    ref = numerical_ft(_se_pdf(kernel, v, sigma, a, delta), OMEGA, v, 40 * sigma)
+@pytest.mark.parametrize("v,sigma,a,asym", SE_CASES)
+def test_sanders_evans_ft_matches_numerical_transform(kernel, v, sigma, a, asym):
+    ft = np.asarray(losvd.sanders_evans_ft(jnp.asarray(OMEGA), v, sigma, a, asym, kernel=kernel))
+    ref = numerical_ft(_se_pdf(kernel, v, sigma, a, asym), OMEGA, v, 40 * sigma)
     np.testing.assert_allclose(ft, ref, rtol=0, atol=1e-10)
     assert ft[0] == pytest.approx(1.0, abs=1e-15)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("v,sigma,a,delta", SE_CASES)
-def test_sanders_evans_moments_are_exact(kernel, v, sigma, a, delta):
-    pdf = _se_pdf(kernel, v, sigma, a, delta)
+@pytest.mark.parametrize("v,sigma,a,asym", SE_CASES)
+def test_sanders_evans_moments_are_exact(kernel, v, sigma, a, asym):
+    pdf = _se_pdf(kernel, v, sigma, a, asym)
 
     def moment(n, centre):
         val, _ = integrate.quad(lambda x: float(pdf(x)) * (x - centre) ** n,
@@ -268,18 +268,19 @@ def test_sanders_evans_moments_are_exact(kernel, v, sigma, a, delta):
     assert mean == pytest.approx(v, abs=1e-9)
     var = moment(2, v)
     assert np.sqrt(var) == pytest.approx(sigma, rel=1e-9)
-    skew, kurt = losvd.sanders_evans_shape(a, delta, kernel=kernel)
+    skew, kurt = losvd.sanders_evans_shape(a, asym, kernel=kernel)
     assert moment(3, v) / var**1.5 == pytest.approx(float(skew), abs=1e-8)
     assert moment(4, v) / var**2 - 3 == pytest.approx(float(kurt), abs=1e-8)
 
 
 @pytest.mark.parametrize("a,delta", [(0.5, 0.0), (1.0, 0.4), (2.0, -1.3), (3.0, 3.0)])
 def test_sanders_evans_shape_matches_paper_table_d2(a, delta):
-    # Sanders & Evans (2020), table D2 (excess kurtosis of each kernel family)
-    _, k_lap = losvd.sanders_evans_shape(a, delta, kernel="laplace")
+    # Sanders & Evans (2020), table D2 (excess kurtosis of each kernel family), Delta = a asym
+    asym = delta / a
+    _, k_lap = losvd.sanders_evans_shape(a, asym, kernel="laplace")
     assert float(k_lap) == pytest.approx(
         6 * (2 * a**4 + 12 * a**2 * delta**2 + delta**4) / (1 + 2 * a**2 + delta**2) ** 2, rel=1e-12)
-    _, k_uni = losvd.sanders_evans_shape(a, delta, kernel="uniform")
+    _, k_uni = losvd.sanders_evans_shape(a, asym, kernel="uniform")
     assert float(k_uni) == pytest.approx(
         -(16 * a**4 - 4 * a**2 * delta**2 + delta**4) / 120 / (1 + a**2 / 3 + delta**2 / 12) ** 2,
         rel=1e-12)
@@ -289,7 +290,9 @@ def test_sanders_evans_shape_matches_paper_table_d2(a, delta):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_sanders_evans_non_negative_over_parameter_ranges(kernel):
     x = jnp.concatenate([jnp.linspace(-80, 80, 3201), jnp.array([-1e4, -500.0, 500.0, 1e4])])
-    grid = [(a, t * a) for a in [0.0, 1e-7, 5e-4, 0.01, 0.3, 1.0, 2.0, 5.0, 10.0]
+    lo, hi = losvd.sanders_evans_bounds()
+    assert lo == (0.0, -1.0) and hi[1] == 1.0
+    grid = [(a, t) for a in [0.0, 1e-7, 5e-4, 0.01, 0.3, 1.0, 2.0, hi[0], 10.0]
             for t in [-1.0, -0.7, -0.2, 0.0, 0.5, 1.0]]
     a = jnp.array([g[0] for g in grid])
     d = jnp.array([g[1] for g in grid])
@@ -310,13 +313,13 @@ def test_sanders_evans_gaussian_limit(kernel):
                                losvd.gauss_hermite_ft(OMEGA, 1.0, 2.0, jnp.zeros(0)), rtol=1e-13, atol=1e-300)
     # continuity across the small-width series branch
     for a in [0.999e-3, 1.001e-3, 0.999e-6, 1.001e-6]:
-        p1 = losvd.sanders_evans_pdf(x, 1.0, 2.0, a, 0.3 * a, kernel=kernel)
-        p2 = losvd.sanders_evans_pdf(x, 1.0, 2.0, a * 1.0000001, 0.3 * a * 1.0000001, kernel=kernel)
+        p1 = losvd.sanders_evans_pdf(x, 1.0, 2.0, a, 0.3, kernel=kernel)
+        p2 = losvd.sanders_evans_pdf(x, 1.0, 2.0, a * 1.0000001, 0.3, kernel=kernel)
         np.testing.assert_allclose(p1, p2, rtol=1e-9, atol=1e-14)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_sanders_evans_positive_delta_skews_to_high_velocity(kernel):
+def test_sanders_evans_positive_asym_skews_to_high_velocity(kernel):
     x = jnp.linspace(-60, 60, 24001)
     pdf = np.asarray(losvd.sanders_evans_pdf(x, 0.0, 3.0, 1.0, 0.6, kernel=kernel))
     xs = np.asarray(x)
@@ -344,7 +347,7 @@ def test_sanders_evans_jit_vmap_grad(kernel):
     f = lambda p: losvd.sanders_evans_ft(omega, *p, kernel=kernel)
     p0 = jnp.array([1.3, 2.4, 0.9, -0.35])
     np.testing.assert_allclose(jax.jit(f)(p0), f(p0), rtol=1e-13, atol=1e-15)
-    ps = jnp.array([p0, [0.0, 3.0, 0.0, 0.0], [-2.0, 1.5, 2.0, 2.0]])
+    ps = jnp.array([p0, [0.0, 3.0, 0.0, 0.0], [-2.0, 1.5, 2.0, 1.0]])
     batched = jax.vmap(f)(ps)
     for i in range(3):
         np.testing.assert_allclose(batched[i], f(ps[i]), rtol=1e-13, atol=1e-15)
@@ -352,7 +355,7 @@ def test_sanders_evans_jit_vmap_grad(kernel):
     assert_jacobian_matches_fd(f, p0)
     xs = jnp.linspace(-8, 8, 17)
     assert_jacobian_matches_fd(lambda p: losvd.sanders_evans_pdf(xs, *p, kernel=kernel), p0, reverse=False)
-    # gradients stay finite at the Gaussian point (a = delta = 0)
+    # gradients stay finite at the Gaussian point (a = 0)
     for fn in (lambda p: jnp.sum(jnp.abs(f(p)) ** 2),
                lambda p: jnp.sum(losvd.sanders_evans_pdf(xs, *p, kernel=kernel))):
         g = jax.jit(jax.grad(fn))(jnp.array([0.5, 2.0, 0.0, 0.0]))
@@ -363,12 +366,20 @@ def test_sanders_evans_family():
     for kernel in KERNELS:
         fam = losvd.LOSVDFamily.sanders_evans(kernel)
         assert fam.name == f"sanders_evans_{kernel}"
-        assert fam.param_names == ("V", "SIGMA", "A", "DELTA") and fam.n_params == 4
+        assert fam.param_names == ("V", "SIGMA", "A", "ASYM") and fam.n_params == 4
         p = jnp.array([0.4, 2.2, 0.7, 0.1])
         np.testing.assert_allclose(fam.ft(OMEGA, p),
                                    losvd.sanders_evans_ft(OMEGA, 0.4, 2.2, 0.7, 0.1, kernel=kernel),
                                    rtol=1e-15)
+        # the documented start has a Jacobian column for A and ASYM that is not zero
+        start = jnp.array([0.4, 2.2, *fam.shape_start])
+        jac = jax.jacfwd(lambda q: jnp.concatenate([jnp.real(fam.ft(OMEGA, q)),
+                                                    jnp.imag(fam.ft(OMEGA, q))]))(start)
+        assert float(jnp.min(jnp.max(jnp.abs(jac), axis=0))) > 1e-2
+        lo, hi = losvd.sanders_evans_bounds()
+        assert all(lo[i] <= fam.shape_start[i] <= hi[i] for i in range(2))
     assert losvd.LOSVDFamily.sanders_evans("laplace") != losvd.LOSVDFamily.sanders_evans("uniform")
+    assert losvd.LOSVDFamily.gauss_hermite(6).shape_start == (0.0,) * 4
 
 
 def test_sanders_evans_bad_kernel_raises():
@@ -387,7 +398,7 @@ def test_sanders_evans_bad_kernel_raises():
     (losvd.LOSVDFamily.gauss_hermite(4), [0.7, 2.5, 0.08, 0.05]),
     (losvd.LOSVDFamily.gauss_hermite(6), [-1.2, 3.0, -0.05, 0.04, 0.03, -0.02]),
     (losvd.LOSVDFamily.sanders_evans("laplace"), [0.4, 2.2, 1.2, 0.5]),
-    (losvd.LOSVDFamily.sanders_evans("uniform"), [-0.3, 1.8, 2.0, -1.0]),
+    (losvd.LOSVDFamily.sanders_evans("uniform"), [-0.3, 1.8, 2.0, -0.5]),
 ])
 def test_ft_moments_match_sampled_pdf(fam, params):
     params = jnp.asarray(params)
