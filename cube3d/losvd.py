@@ -86,9 +86,9 @@ def hermite_polynomials(y, max_order: int):
 
     Notes
     -----
-    ``H_m = He_m^{phys}(y) / sqrt(2^m m!)`` (van der Marel & Franx 1993, eq. A2;
-    ``H_3 = (2 sqrt2 y^3 - 3 sqrt2 y) / sqrt6``, ``H_4 = (4y^4 - 12y^2 + 3) / sqrt24``),
-    computed by the stable three-term recurrence
+    ``H_m = Hphys_m(y) / sqrt(2^m m!)``, Hphys the physicists' Hermite polynomials
+    (van der Marel & Franx 1993, appendix A; ``H_3 = (2 sqrt2 y^3 - 3 sqrt2 y) / sqrt6``,
+    ``H_4 = (4y^4 - 12y^2 + 3) / sqrt24``), computed by the stable three-term recurrence
 
         H_0 = 1,  H_1 = sqrt2 y,
         H_{m+1} = (sqrt2 y H_m - sqrt(m) H_{m-1}) / sqrt(m + 1)
@@ -136,9 +136,9 @@ def gauss_hermite_ft(omega, v, sigma, h):
     Notes
     -----
     With ``y = (x - v) / sigma`` the LOSVD is ``L(x) = alpha(y) / sigma *
-    [1 + sum_m h_m H_m(y)]``, ``alpha`` the unit normal (van der Marel & Franx 1993,
-    eq. 8).  The functions ``alpha(y) H_m(y)`` are Hermite functions, eigenfunctions of
-    the Fourier transform:  ``integral alpha(y) H_m(y) exp(-i k y) dy =
+    [1 + sum_m h_m H_m(y)]``, ``alpha`` the unit normal (van der Marel & Franx 1993).
+    The functions ``alpha(y) H_m(y)`` are Hermite functions, eigenfunctions of the
+    Fourier transform:  ``integral alpha(y) H_m(y) exp(-i k y) dy =
     (-i)^m H_m(k) exp(-k^2 / 2)``.  Substituting ``x = v + sigma y`` gives
 
         L_hat(omega) = exp(-i omega v - (omega sigma)^2 / 2)
@@ -182,7 +182,7 @@ def gauss_hermite_ft(omega, v, sigma, h):
 
 
 def gauss_hermite_pdf(x, v, sigma, h):
-    """Gauss-Hermite LOSVD in real space (van der Marel & Franx 1993, eq. 8).
+    """Gauss-Hermite LOSVD in real space (van der Marel & Franx 1993).
 
     Parameters
     ----------
@@ -264,7 +264,7 @@ def _standardisation(sigma, ap, am, kernel):
 
 
 def _kernel_ft(k, ap, am, kernel):
-    """E[exp(-i k K)] for the two-sided kernel (Sanders & Evans 2020, eqs. 55-56)."""
+    """E[exp(-i k K)] for the two-sided kernel (Sanders & Evans 2020, section 4)."""
     if kernel == "laplace":
         # integral_0^inf e^{-y/a} e^{-iky} dy / a = 1 / (1 + i k a)
         return 0.5 / (1.0 + 1j * k * ap) + 0.5 / (1.0 - 1j * k * am)
@@ -308,11 +308,12 @@ def sanders_evans_ft(omega, v, sigma, a, asym, *, kernel: str = "laplace"):
     -----
     Sanders & Evans (2020, MNRAS 499, 5806, sections 3-4) write the LOSVD as a unit
     Gaussian convolved with a kernel ``K``: ``U = Z + K``.  The kernel has two halves of
-    weight 1/2 each, uniform on ``(0, a+)`` and ``(-a-, 0)`` (their eq. 38, negative
-    excess kurtosis) or exponential with scales ``a+`` and ``a-`` (their eq. 41,
-    positive excess kurtosis), ``a+- = a +- Delta = a (1 +- asym)``.  The pdf is a convolution of
-    non-negative functions, hence non-negative everywhere.  Its transform is the
-    product of the transforms (their eqs. 55-56, here with ``exp(-i ...)``)::
+    weight 1/2 each, uniform on ``(0, a+)`` and ``(-a-, 0)`` (their section 4.1,
+    negative excess kurtosis) or exponential with scales ``a+`` and ``a-`` (section 4.2,
+    positive excess kurtosis), ``a+- = a +- Delta = a (1 +- asym)``.  The pdf is a
+    convolution of non-negative functions, hence non-negative everywhere.  Its
+    transform is the product of the transforms (derived here; Sanders & Evans give
+    the same in their ``exp(+i ...)`` convention)::
 
         K_hat(k) = [1 / (1 + i k a+) + 1 / (1 - i k a-)] / 2            (Laplace)
         K_hat(k) = [e^{-i k a+/2} sinc(k a+/2) + e^{i k a-/2} sinc(k a-/2)] / 2 (uniform)
@@ -390,7 +391,7 @@ def sanders_evans_pdf(x, v, sigma, a, asym, *, kernel: str = "laplace"):
 
     Parameters are those of :func:`sanders_evans_ft`; ``x`` is the velocity in pixels
     (any shape).  The pdf is ``f_U((x - v) / c + E[K]) / c`` with
-    ``f_U(u) = [g_+(u) + g_-(-u)] / 2`` (Sanders & Evans 2020, eqs. 38 and 41), ``g``
+    ``f_U(u) = [g_+(u) + g_-(-u)] / 2`` (Sanders & Evans 2020, sections 4.1-4.2), ``g``
     the Gaussian smoothed by one half of the kernel (see ``_half_pdf``).
     """
     _check_kernel(kernel)

@@ -63,7 +63,7 @@ GH_CASES = [
 def test_hermite_polynomials_match_closed_forms():
     y = np.linspace(-6, 6, 101)
     hp = losvd.hermite_polynomials(jnp.asarray(y), 8)
-    # van der Marel & Franx (1993) eq. A2 for H3, H4
+    # van der Marel & Franx (1993), appendix A, for H3, H4
     np.testing.assert_allclose(hp[3], (2 * np.sqrt(2) * y**3 - 3 * np.sqrt(2) * y) / np.sqrt(6),
                                rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(hp[4], (4 * y**4 - 12 * y**2 + 3) / np.sqrt(24),
@@ -74,7 +74,7 @@ def test_hermite_polynomials_match_closed_forms():
 
 
 def test_hermite_orthonormal_with_weight_alpha_squared():
-    # vdMF93 eq. A3: integral H_l H_m alpha^2 dy = delta_lm / (2 sqrt(pi)); alpha^2 =
+    # vdMF93 orthonormality: integral H_l H_m alpha^2 dy = delta_lm / (2 sqrt(pi)); alpha^2 =
     # exp(-y^2) / (2 pi), integrated exactly by 40-point Gauss-Hermite quadrature
     nodes, weights = np.polynomial.hermite.hermgauss(40)
     hp = np.asarray(losvd.hermite_polynomials(jnp.asarray(nodes), 8))
