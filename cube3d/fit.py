@@ -31,6 +31,8 @@ a shift of one ln-lambda pixel is ``velscale`` km/s (``V = c * Delta ln lambda``
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Optional
 
 import jax
@@ -75,6 +77,9 @@ class FitConfig(NamedTuple):
         Bound on |h_m| for the Gauss-Hermite family.
     chunk_size : int
         Spectra per compiled batch (static shape; sets the peak memory).
+    n_threads : int or None
+        Chunks fitted concurrently (default: the number of CPU cores); peak memory
+        grows with ``n_threads * chunk_size``.
     """
 
     n_moments: int = 4
@@ -88,6 +93,7 @@ class FitConfig(NamedTuple):
     sigma_max: float = 1000.0
     h_bound: float = 0.3
     chunk_size: int = 64
+    n_threads: Optional[int] = None
 
 
 class FitResult(NamedTuple):
@@ -175,6 +181,7 @@ class _Problem(NamedTuple):
     upper: jax.Array
     xcorr_template: jax.Array  # (n_fft,) high-passed mean template for the start
     xcorr_basis: jax.Array  # (5, n_pix) Legendre P0..P4 for the continuum of the start
+    theta_start: jax.Array  # (n_theta,) start of the shape parameters (V, sigma set per spectrum)
 
 
 def _convolve(problem, ft_fn, kin, offset, n_pix, n_fft):
@@ -184,7 +191,7 @@ def _convolve(problem, ft_fn, kin, offset, n_pix, n_fft):
     return lax.dynamic_slice_in_dim(full, offset, n_pix, axis=-1)
 
 
-def _linear_solve(conv, mpoly, problem, galaxy, w):
+def _linear_solve(conv, mpoly, problem, galaxy, w, passive_init=None):
     """Profiled linear problem at fixed theta: non-negative template weights + additive poly.
 
     Returns (coefficients, model, chi2); columns are scaled to unit weighted norm for
@@ -197,7 +204,7 @@ def _linear_solve(conv, mpoly, problem, galaxy, w):
     m = (scaled * w[None, :]) @ scaled.T
     b = scaled @ (w * galaxy)
     nonneg = jnp.arange(cols.shape[0]) < n_tpl
-    coef = bounded_least_squares(m, b, nonneg) / norm
+    coef = bounded_least_squares(m, b, nonneg, passive_init=passive_init) / norm
     model = coef @ cols
     chi2 = jnp.sum(w * (galaxy - model) ** 2)
     return coef, model, chi2
@@ -232,7 +239,7 @@ def _fit_one(galaxy, w, v_start, problem, *, ft_fn, n_kin, offset, n_pix, n_fft,
         v0 = _start_velocity(problem, galaxy, w, offset, n_pix, n_fft, vmax_pix)
     else:
         v0 = v_start
-    theta0 = jnp.zeros(n_theta).at[0].set(v0).at[1].set(sigma_start)
+    theta0 = problem.theta_start.at[0].set(v0).at[1].set(sigma_start)
     theta0 = jnp.clip(theta0, problem.lower, problem.upper)
 
     def pieces(theta):
@@ -241,9 +248,9 @@ def _fit_one(galaxy, w, v_start, problem, *, ft_fn, n_kin, offset, n_pix, n_fft,
         mpoly = 1.0 + c @ problem.mult_basis
         return conv, mpoly
 
-    def profiled(theta, wgt):
+    def profiled(theta, wgt, passive_init=None):
         conv, mpoly = pieces(theta)
-        coef, model, chi2 = _linear_solve(conv, mpoly, problem, galaxy, wgt)
+        coef, model, chi2 = _linear_solve(conv, mpoly, problem, galaxy, wgt, passive_init)
         return coef, model, chi2, conv, mpoly
 
     def jacobian_columns(theta, coef, conv, mpoly):
@@ -281,10 +288,11 @@ def _fit_one(galaxy, w, v_start, problem, *, ft_fn, n_kin, offset, n_pix, n_fft,
         b = scaled @ (wgt * galaxy)
         damping = jnp.concatenate([lam * jnp.ones(n_theta), jnp.zeros(n_lin)])
         m = m + jnp.diag(damping * jnp.diag(m))  # Marquardt (1963) diagonal scaling
-        sol = bounded_least_squares(m, b, nonneg) / norm
-        step = jnp.where(gauss_only & (it < n_iter // 2), 0.0, sol[:n_theta])
+        warm = jnp.concatenate([jnp.zeros(n_theta, bool), coef > 0])  # last active templates
+        sol = bounded_least_squares(m, b, nonneg, passive_init=warm) / norm
+        step = jnp.where(gauss_only & (it < n_iter // 3), 0.0, sol[:n_theta])
         trial = jnp.clip(theta + step, problem.lower, problem.upper)
-        coef_t, _, chi2_t, conv_t, mpoly_t = profiled(trial, wgt)
+        coef_t, _, chi2_t, conv_t, mpoly_t = profiled(trial, wgt, sol[n_theta:] > 0)
         better = jnp.isfinite(chi2_t) & (chi2_t < chi2)
         pick = lambda new, old: jnp.where(better, new, old)
         new_state = (
@@ -299,7 +307,7 @@ def _fit_one(galaxy, w, v_start, problem, *, ft_fn, n_kin, offset, n_pix, n_fft,
 
     def run(theta_init, wgt, iters):
         coef, _, chi2, conv, mpoly = profiled(theta_init, wgt)
-        state = (theta_init, coef, chi2, conv, mpoly, jnp.asarray(1e-3))
+        state = (theta_init, coef, chi2, conv, mpoly, jnp.asarray(1e-4))
         state, _ = lax.scan(lambda s, it: lm_step(s, it, wgt), state, jnp.arange(iters) + n_iter - iters)
         return state
 
@@ -337,7 +345,7 @@ _COMPILED = {}
 
 
 def _compiled_chunk_fn(config, family, n_kin, offset, n_pix, n_fft, use_xcorr, vmax_pix):
-    key = (config, n_kin, offset, n_pix, n_fft, use_xcorr, vmax_pix)
+    key = (config._replace(n_threads=None), n_kin, offset, n_pix, n_fft, use_xcorr, vmax_pix)
     if key not in _COMPILED:
         one = functools.partial(
             _fit_one, ft_fn=family.ft, n_kin=n_kin, offset=offset, n_pix=n_pix, n_fft=n_fft,
@@ -442,6 +450,7 @@ def fit_spectra(spectra, ivar, templates, template_offset, velscale, config=FitC
         upper=jnp.asarray(upper),
         xcorr_template=jnp.asarray(xt),
         xcorr_basis=jnp.asarray(basis5),
+        theta_start=jnp.asarray(np.concatenate([[0.0, 0.0], family.shape_start, np.zeros(n_mult)])),
     )
 
     use_xcorr = v_start is None
@@ -450,19 +459,36 @@ def fit_spectra(spectra, ivar, templates, template_offset, velscale, config=FitC
     fn = _compiled_chunk_fn(cfg, family, n_kin, offset, n_pix, n_fft, use_xcorr, float(vmax_pix))
 
     chunk = int(config.chunk_size)
-    outputs = []
-    if progress is not None:
-        progress(0, n_spec)
-    for start in range(0, n_spec, chunk):
+    starts = list(range(0, n_spec, chunk))
+
+    def run_chunk(start):
         stop = min(start + chunk, n_spec)
         g = np.zeros((chunk, n_pix))
         w = np.zeros((chunk, n_pix))
         vs = np.zeros(chunk)
         g[: stop - start], w[: stop - start], vs[: stop - start] = spectra[start:stop], ivar[start:stop], v0[start:stop]
         res = fn(jnp.asarray(g), jnp.asarray(w), jnp.asarray(vs), problem)
-        outputs.append({k: np.asarray(v)[: stop - start] for k, v in res.items()})
-        if progress is not None:
-            progress(stop, n_spec)
+        return {k: np.asarray(v)[: stop - start] for k, v in res.items()}
+
+    if progress is not None:
+        progress(0, n_spec)
+    n_threads = max(1, min(int(config.n_threads or os.cpu_count() or 1), len(starts)))
+    outputs = []
+    if n_threads == 1:
+        for start in starts:
+            outputs.append(run_chunk(start))
+            if progress is not None:
+                progress(min(start + chunk, n_spec), n_spec)
+    else:
+        # Chunks are independent: XLA releases the GIL, so threads keep every core busy
+        # with the same compiled function (static shapes, one compilation).
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            done = 0
+            for out in pool.map(run_chunk, starts):
+                outputs.append(out)
+                done += len(out["chi2"])
+                if progress is not None:
+                    progress(done, n_spec)
     out = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
     return _to_result(out, family, n_kin, n_tpl, config, velscale)
 

@@ -20,6 +20,7 @@ from . import __version__
 from .errors import InputError
 from .fit import FitConfig, FitResult, fit_spectra
 from .io import read_cube
+from .losvd import sanders_evans_bounds
 from .maps import (
     FLAG_AT_BOUND,
     FLAG_NONFINITE,
@@ -98,6 +99,13 @@ def _at_bound(result: FitResult, config: FitConfig, velscale: float):
     if config.family == "gauss_hermite":
         h = result.params[:, 2:]
         flags |= np.any(np.abs(h) >= config.h_bound * (1 - 1e-6), axis=1)
+    else:
+        lo, hi = (np.asarray(b, float) for b in sanders_evans_bounds())
+        shape = result.params[:, 2:]
+        span = hi - lo
+        low_edge = lo + 1e-6 * span
+        low_edge[0] = -np.inf  # A = 0 is the Gaussian limit, a natural value, not a bound hit
+        flags |= np.any((shape <= low_edge) | (shape >= hi - 1e-6 * span), axis=1)
     return flags & result.ok
 
 

@@ -52,3 +52,18 @@ def test_bounded_least_squares_vmaps_over_many_problems():
     for i in (0, 17, 63):
         ref = lsq_linear(a[i], y[i], bounds=(0, np.inf), method="bvls", tol=1e-14).x
         np.testing.assert_allclose(x[i], ref, atol=1e-8)
+
+
+def test_warm_start_gives_the_same_optimum():
+    rng = np.random.default_rng(5)
+    solve = jax.jit(bounded_least_squares)
+    n_col, n_obs = 12, 50
+    for _ in range(30):
+        a = np.abs(rng.normal(size=(n_obs, n_col))) + rng.normal(size=(n_obs, 1))
+        y = rng.normal(size=n_obs) + a @ (np.abs(rng.normal(size=n_col)) * (rng.random(n_col) > 0.5))
+        m, b = jnp.asarray(a.T @ a), jnp.asarray(a.T @ y)
+        nonneg = jnp.ones(n_col, bool)
+        cold = solve(m, b, nonneg)
+        guess = jnp.asarray(rng.random(n_col) > 0.5)  # arbitrary, partly wrong guess
+        warm = solve(m, b, nonneg, passive_init=guess)
+        np.testing.assert_allclose(warm, cold, atol=1e-9)
