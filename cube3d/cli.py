@@ -14,7 +14,6 @@ from pathlib import Path
 from . import __version__
 from .errors import InputError
 
-DEMO_REDSHIFT = 0.0881  # Abell 478 cluster redshift (the BCG sits at about -650 km/s from it)
 
 
 def _add_fit_options(p, demo=False):
@@ -98,8 +97,11 @@ def build_parser():
                         description="Fit the bundled MUSE cutout of the Abell 478 brightest cluster galaxy with the "
                                     "bundled MILES-HC templates, write maps and plots to --outdir.")
     pd.add_argument("--outdir", default="cube3d_demo", help="output directory (default ./cube3d_demo)")
+    from .datasets import CLUSTER_REDSHIFT, DEMO_REDSHIFT
+
     pd.add_argument("--redshift", "-z", type=float, default=DEMO_REDSHIFT,
-                    help=f"redshift (default {DEMO_REDSHIFT}, the cluster's)")
+                    help=f"redshift (default {DEMO_REDSHIFT}, the galaxy's own; the cluster's catalogue value "
+                         f"{CLUSTER_REDSHIFT} puts the galaxy at about -650 km/s)")
     _add_fit_options(pd, demo=True)
     pd.set_defaults(target_sn=15.0, moments=2, overwrite=True)
     return parser

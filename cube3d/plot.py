@@ -191,7 +191,8 @@ def plot_maps(maps, path, quantities=None, errors=False, sky_axes=True, v_refere
             if i % ncols == 0:
                 ax.set_ylabel("y [pixel]", fontsize=8)
             ax.tick_params(labelsize=7)
-    fig.subplots_adjust(left=0.08, right=0.95, bottom=0.1, top=0.88 if nrows == 1 else 0.92,
+    right = min(0.95, 1 - 0.6 / (3.9 * ncols))  # keep ~0.6 inch for the last colour-bar label
+    fig.subplots_adjust(left=0.08, right=right, bottom=0.1, top=0.88 if nrows == 1 else 0.92,
                         wspace=0.45, hspace=0.35)
     fig.savefig(path, dpi=dpi)
     return path
