@@ -1,0 +1,150 @@
+"""Wall time and peak memory of the whole real MUSE minicube, FITS cube in to FITS maps out.
+
+Fits every spaxel of ../shared/data/cubes/muse_abell478_minicube.fits (40 x 40 = 1600
+spaxels, no binning) with :func:`cube3d.pipeline.run_fit` and writes the maps with
+:func:`cube3d.maps.write_maps`, once per chunk size, each in a *fresh* Python process so
+that the times include importing JAX and compiling the fit.  Printed per run: wall time
+of each stage (import, read cube, load templates, prepare, first chunk = compile + fit,
+remaining chunks, write maps), the total, and the peak resident memory
+(``resource.getrusage``) after preparation, after the first chunk (which includes the
+XLA compilation) and at the end: the growth during the fit is set by the chunk size
+(and the compiler), not by the number of spaxels.
+
+Usage::
+
+    python tests/benchmarks/bench_minicube.py                      # chunk sizes 16 and 64
+    python tests/benchmarks/bench_minicube.py --chunk-sizes 8 32 128 --moments 2
+
+Targets (issue 2): under 60 s including compilation on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+T_START = time.perf_counter()
+REPO = Path(__file__).resolve().parents[2]
+CUBE = REPO.parent / "shared" / "data" / "cubes" / "muse_abell478_minicube.fits"
+TEMPLATES = REPO / "data" / "templates"  # the demo's 8 MILES-HC stars
+REDSHIFT = 0.0857  # Abell 478 BCG (cluster 0.0881 minus ~650 km/s), so the line masks sit on its lines
+
+
+def _peak_rss_mib():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def worker(args):
+    """One run in this process; prints one JSON line with the timings."""
+    import numpy as np
+
+    from cube3d.maps import write_maps
+    from cube3d.pipeline import run_fit
+
+    t_import = time.perf_counter()
+    marks = {}
+    rss = {}
+
+    def log(msg):
+        word = msg.split()[0]
+        marks[word] = time.perf_counter()
+        rss[word] = _peak_rss_mib()
+
+    chunk_times, chunk_rss = [], []
+
+    def progress(done, total):
+        chunk_times.append(time.perf_counter())
+        chunk_rss.append(_peak_rss_mib())
+
+    maps, prepared, result = run_fit(
+        args.cube, args.templates, args.redshift, moments=args.moments, chunk_size=args.chunk_size,
+        wave_range=args.wave_range, n_basis=args.n_basis, keep_spectra=False, log=log, progress=progress,
+    )
+    t_fit = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        write_maps(maps, os.path.join(tmp, "maps.fits"))
+        t_write = time.perf_counter()
+    ok = result.ok
+    out = {
+        "chunk_size": args.chunk_size,
+        "n_spec": int(prepared.n_spec),
+        "n_pix": int(prepared.n_pix),
+        "n_templates": int(prepared.templates.shape[0]),
+        "velscale": float(prepared.velscale),
+        "n_ok": int(ok.sum()),
+        "median_V": float(np.nanmedian(result.params[ok, 0])),
+        "median_SIGMA": float(np.nanmedian(result.params[ok, 1])),
+        "import": t_import - T_START,
+        "read": marks["read"] - t_import,
+        "templates": marks["loaded"] - marks["read"],
+        "prepare": marks["prepared"] - marks["loaded"],
+        "first_chunk": chunk_times[1] - chunk_times[0],
+        "other_chunks": chunk_times[-1] - chunk_times[1],
+        "n_chunks": len(chunk_times) - 1,
+        "write": t_write - t_fit,
+        "total": t_write - T_START,
+        "rss_prepared_mib": rss["prepared"],
+        "rss_first_chunk_mib": chunk_rss[1],
+        "rss_peak_mib": _peak_rss_mib(),
+    }
+    print("RESULT " + json.dumps(out))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--chunk-sizes", type=int, nargs="+", default=[16, 64], help="one fresh run each (default 16 64)")
+    ap.add_argument("--moments", type=int, default=4, help="Gauss-Hermite moments (default 4)")
+    ap.add_argument("--templates", default=str(TEMPLATES), help="template directory (default: the demo's 8 MILES-HC)")
+    ap.add_argument("--redshift", type=float, default=REDSHIFT)
+    ap.add_argument("--wave-range", type=float, nargs=2, default=None, help="rest-frame range, A (default: all)")
+    ap.add_argument("--n-basis", type=int, default=None)
+    ap.add_argument("--cube", default=str(CUBE))
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--chunk-size", type=int, default=64, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return
+
+    load = os.getloadavg()[0]
+    print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f}; cube {args.cube}")
+    rows = []
+    for cs in args.chunk_sizes:
+        cmd = [sys.executable, __file__, "--worker", "--chunk-size", str(cs), "--moments", str(args.moments),
+               "--templates", args.templates, "--redshift", str(args.redshift), "--cube", args.cube]
+        if args.wave_range:
+            cmd += ["--wave-range", *map(str, args.wave_range)]
+        if args.n_basis:
+            cmd += ["--n-basis", str(args.n_basis)]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode != 0 or not line:
+            print(proc.stdout[-2000:], proc.stderr[-4000:])
+            raise SystemExit(f"chunk size {cs}: worker failed (exit {proc.returncode})")
+        r = json.loads(line[0][7:])
+        r["process_wall"] = wall
+        rows.append(r)
+        print(f"chunk {cs:4d}: {r['n_spec']} spectra x {r['n_pix']} pixels ({r['velscale']:.1f} km/s), "
+              f"{r['n_templates']} templates, moments {args.moments}, {r['n_ok']} fitted "
+              f"(median V {r['median_V']:.0f}, sigma {r['median_SIGMA']:.0f} km/s)")
+        print(f"   import {r['import']:.1f} s | read {r['read']:.1f} s | templates {r['templates']:.1f} s | "
+              f"prepare {r['prepare']:.1f} s | first chunk (compile + fit) {r['first_chunk']:.1f} s | "
+              f"other {r['n_chunks'] - 1} chunks {r['other_chunks']:.1f} s | write {r['write']:.1f} s")
+        print(f"   total in process {r['total']:.1f} s (process wall {wall:.1f} s); peak RSS after prepare "
+              f"{r['rss_prepared_mib']:.0f} MiB, after the first chunk (compile) {r['rss_first_chunk_mib']:.0f} MiB, "
+              f"at end {r['rss_peak_mib']:.0f} MiB (fit added {r['rss_peak_mib'] - r['rss_prepared_mib']:.0f} MiB)")
+    print(f"load average now {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
