@@ -8,6 +8,7 @@ at your entry point for the documented accuracy.
 from .anisotropy import Anisotropy, BaesVanHese, ConstantBeta, Isotropic, OsipkovMerritt
 from .constants import G
 from .jeans import sigma_los, sigma_r
+from .virial import kurtosis_los, sigma_los4, virial_shape_parameters
 from .profiles import (
     NFW,
     Burkert,
@@ -38,4 +39,7 @@ __all__ = [
     "BaesVanHese",
     "sigma_r",
     "sigma_los",
+    "sigma_los4",
+    "kurtosis_los",
+    "virial_shape_parameters",
 ]

@@ -93,20 +93,26 @@ def cumulative(values, half, reverse=False):
     """Running integral at every node.
 
     ``reverse=False`` gives int_lo^{x_node} f, ``reverse=True`` int_{x_node}^hi f.
-    ``values`` has shape ``B + (P, K)``; the result has the same shape.
+    ``values`` has shape ``B + (P, K)``; the result has the same shape.  Both
+    directions are sums of nearby terms (exclusive cumulative sums of panel totals
+    plus an in-panel integration matrix), so a running integral that is tiny
+    compared with the total keeps its relative precision.
     """
     order = values.shape[-1]
     _, w = gauss_legendre(order)
-    s = jnp.asarray(_integration_matrix(order))
+    s = _integration_matrix(order)
+    if reverse:
+        s = w[None, :] - s                                        # int_{x_k}^{1} l_j
     h = half[..., None, None]
-    within = h * jnp.einsum("kj,...pj->...pk", s, values)      # from panel start to node
+    within = h * jnp.einsum("kj,...pj->...pk", jnp.asarray(s), values)
     panel_tot = half[..., None] * jnp.sum(values * jnp.asarray(w), axis=-1)   # B + (P,)
-    before = jnp.cumsum(panel_tot, axis=-1) - panel_tot          # integral of earlier panels
-    forward = before[..., None] + within
-    if not reverse:
-        return forward
-    total = jnp.sum(panel_tot, axis=-1)
-    return total[..., None, None] - forward
+    zero = jnp.zeros_like(panel_tot[..., :1])
+    if reverse:
+        after = jnp.flip(jnp.cumsum(jnp.flip(panel_tot, -1), axis=-1), -1)
+        others = jnp.concatenate([after[..., 1:], zero], axis=-1)
+    else:
+        others = jnp.concatenate([zero, jnp.cumsum(panel_tot, axis=-1)[..., :-1]], axis=-1)
+    return others[..., None] + within
 
 
 @lru_cache(maxsize=None)
