@@ -31,6 +31,7 @@ from pathlib import Path
 
 T_START = time.perf_counter()
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # measure the cube3d of this checkout, not another installed one
 CUBE = REPO.parent / "shared" / "data" / "cubes" / "muse_abell478_minicube.fits"
 TEMPLATES = REPO / "data" / "templates"  # the demo's 8 MILES-HC stars
 REDSHIFT = 0.0857  # Abell 478 BCG (cluster 0.0881 minus ~650 km/s), so the line masks sit on its lines
