@@ -8,6 +8,7 @@ at your entry point for the documented accuracy.
 from .anisotropy import Anisotropy, BaesVanHese, ConstantBeta, Isotropic, OsipkovMerritt
 from .constants import G
 from .jeans import sigma_los, sigma_r
+from .jfactor import d_factor, j_factor
 from .virial import kurtosis_los, sigma_los4, virial_shape_parameters
 from .profiles import (
     NFW,
@@ -42,4 +43,6 @@ __all__ = [
     "sigma_los4",
     "kurtosis_los",
     "virial_shape_parameters",
+    "j_factor",
+    "d_factor",
 ]
