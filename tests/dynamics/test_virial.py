@@ -18,6 +18,7 @@ from dynamics import (
     OsipkovMerritt,
     Plummer,
     Zhao,
+    kurtosis_los,
     sigma_los4,
     virial_shape_parameters,
 )
@@ -81,6 +82,18 @@ def test_projected_virial_theorem_for_second_moment(model):
     mass = jax.jit(lambda r: (stars + halo).enclosed_mass(r))
     rhs = 2 / 3 * _radial_moment(lambda r: G * float(mass(r)) * float(dens(r)), 1)
     assert lhs == pytest.approx(rhs, rel=RTOL)
+
+
+def test_plummer_isotropic_kurtosis_closed_form():
+    # f(E) ~ E^(7/2): locally the 1-D velocity distribution is (1 - v^2/(2 Psi))^(9/2) (kurtosis
+    # 36/14), and nu <v^2k> ~ Psi^(5+k); projecting Psi = G M (R^2 + a^2 + z^2)^(-1/2) gives a
+    # radius-independent LOS kurtosis (36/14) B(1/2, 3) B(1/2, 2) / B(1/2, 5/2)^2.
+    from scipy.special import beta as B
+
+    p = Plummer(1e6, 0.3)
+    expected = 36 / 14 * B(0.5, 3) * B(0.5, 2) / B(0.5, 2.5) ** 2
+    got = jax.jit(kurtosis_los)(jnp.asarray([0.003, 0.1, 0.3, 1.0, 3.0]), p, p)
+    numpy.testing.assert_allclose(got, expected, rtol=RTOL)
 
 
 def test_gradients_and_batching():
