@@ -12,7 +12,7 @@ XLA compilation) and at the end: the growth during the fit is set by the chunk s
 
 Usage::
 
-    python tests/benchmarks/bench_minicube.py                      # chunk sizes 16 and 64
+    python tests/benchmarks/bench_minicube.py                      # chunk sizes 16 and 256
     python tests/benchmarks/bench_minicube.py --chunk-sizes 8 32 128 --moments 2
 
 Targets (issue 2): under 60 s including compilation on a 2-core CPU.
@@ -101,7 +101,7 @@ def worker(args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--chunk-sizes", type=int, nargs="+", default=[16, 64], help="one fresh run each (default 16 64)")
+    ap.add_argument("--chunk-sizes", type=int, nargs="+", default=[16, 256], help="one fresh run each (default 16 256)")
     ap.add_argument("--moments", type=int, default=4, help="Gauss-Hermite moments (default 4)")
     ap.add_argument("--templates", default=str(TEMPLATES), help="template directory (default: the demo's 8 MILES-HC)")
     ap.add_argument("--redshift", type=float, default=REDSHIFT)
