@@ -17,7 +17,11 @@ Parameters (all in the sampling coordinates below; uniform priors whose bounds t
 config may override):
 
 ========================  ==========================================================
-``log10_rho_s``           halo scale density, log10 Msun/kpc^3
+``log10_rho_s``           halo scale density, log10 Msun/kpc^3, or, when
+                          ``config.mass_radius`` is set, instead
+``log10_m_ref``           log10 halo mass (Msun) within ``mass_radius`` (the quantity
+                          the stars measure best, e.g. Wolf et al. 2010, so that the
+                          posterior is far less curved than in ``rho_s``)
 ``log10_r_s``             halo scale radius, log10 kpc
 ``gamma``                 Zhao inner slope (``alpha = 1``, ``beta = 3``; ``halo="zhao"``)
 ``beta_sym``              symmetrised anisotropy ``beta / (2 - beta)`` (``"constant"``)
@@ -72,6 +76,7 @@ __all__ = [
 
 DEFAULT_PRIORS = {
     "log10_rho_s": (4.0, 10.0),
+    "log10_m_ref": (4.0, 10.0),
     "log10_r_s": (-1.0, 1.5),
     "gamma": (0.0, 1.5),
     "beta_sym": (-0.95, 0.95),
@@ -155,6 +160,9 @@ class ModelConfig(NamedTuple):
         and adds the positional likelihood (needs ``R_max``).
     R_max : float or None
         Radius (kpc) of the survey footprint for the positional terms.
+    mass_radius : float or None
+        When set (kpc), the halo normalisation is sampled as ``log10_m_ref``, the log10
+        halo mass within this radius, instead of ``log10_rho_s``.
     stellar_mass : float
         Known stellar mass (Msun) in a Plummer sphere of the tracer's scale added to the
         halo; ``0`` for a dark-matter-only mass model.
@@ -169,6 +177,7 @@ class ModelConfig(NamedTuple):
     foreground: bool = False
     tracer_r_s: float | None = 0.25
     R_max: float | None = None
+    mass_radius: float | None = None
     stellar_mass: float = 0.0
     priors: dict = {}
     fixed: dict = {}
@@ -186,6 +195,8 @@ class FitResult(NamedTuple):
     r_hat, n_eff : dict
         Split-R-hat and effective sample size per parameter (numpyro diagnostics).
     num_divergences : int
+    num_steps : Array
+        Leapfrog steps per draw (all chains, flattened).
     mcmc : numpyro.infer.MCMC
         The sampler object (for its own diagnostics).
     """
@@ -195,6 +206,7 @@ class FitResult(NamedTuple):
     r_hat: dict
     n_eff: dict
     num_divergences: int
+    num_steps: jax.Array
     mcmc: object
 
 
@@ -209,6 +221,8 @@ def _check_config(config):
         raise ValueError("config.R_max is needed when the tracer scale (tracer_r_s) is free")
     if config.tracer_r_s is not None and not config.tracer_r_s > 0:
         raise ValueError(f"config.tracer_r_s must be > 0, got {config.tracer_r_s}")
+    if config.mass_radius is not None and not config.mass_radius > 0:
+        raise ValueError(f"config.mass_radius must be > 0, got {config.mass_radius}")
     if config.stellar_mass < 0:
         raise ValueError(f"config.stellar_mass must be >= 0, got {config.stellar_mass}")
     names = set(_all_names(config))
@@ -221,7 +235,7 @@ def _check_config(config):
 
 
 def _all_names(config):
-    names = ["log10_rho_s", "log10_r_s"]
+    names = ["log10_rho_s" if config.mass_radius is None else "log10_m_ref", "log10_r_s"]
     if config.halo == "zhao":
         names.append("gamma")
     if config.anisotropy == "constant":
@@ -263,12 +277,19 @@ def build_models(params, config):
     anisotropy : Anisotropy
     """
     p = {**config.fixed, **params}
-    rho_s = 10.0 ** p["log10_rho_s"]
     r_s = 10.0 ** p["log10_r_s"]
-    if config.halo == "zhao":
-        halo = Zhao(rho_s, r_s, 1.0, 3.0, p["gamma"])
+
+    def make_halo(rho_s):
+        if config.halo == "zhao":
+            return Zhao(rho_s, r_s, 1.0, 3.0, p["gamma"])
+        return NFW(rho_s, r_s)
+
+    if config.mass_radius is None:
+        halo = make_halo(10.0 ** p["log10_rho_s"])
     else:
-        halo = NFW(rho_s, r_s)
+        # the density is linear in rho_s: scale a unit halo to the requested M(<r_ref)
+        unit_mass = make_halo(1.0).enclosed_mass(config.mass_radius)
+        halo = make_halo(10.0 ** p["log10_m_ref"] / unit_mass)
     a = config.tracer_r_s if config.tracer_r_s is not None else 10.0 ** p["log10_r_plummer"]
     tracer = Plummer(1.0, a)
     mass = halo if config.stellar_mass == 0 else Plummer(config.stellar_mass, a) + halo
@@ -421,17 +442,19 @@ def fit_nuts(key, data, config=ModelConfig(), *, num_warmup=500, num_samples=500
                   target_accept_prob=target_accept_prob)
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                 chain_method=chain_method, progress_bar=progress_bar)
-    mcmc.run(key, data)
+    mcmc.run(key, data, extra_fields=("diverging", "num_steps"))
     by_chain = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
     by_chain = {k: by_chain[k] for k in names}
     stats = summary(by_chain, group_by_chain=True)
     flat = {k: v.reshape(-1) for k, v in by_chain.items()}
-    n_div = int(np.sum(np.asarray(mcmc.get_extra_fields()["diverging"])))
+    extra = mcmc.get_extra_fields()
+    n_div = int(np.sum(np.asarray(extra["diverging"])))
     return FitResult(
         samples=flat,
         samples_by_chain=by_chain,
         r_hat={k: float(stats[k]["r_hat"]) for k in names},
         n_eff={k: float(stats[k]["n_eff"]) for k in names},
         num_divergences=n_div,
+        num_steps=jnp.asarray(extra["num_steps"]).reshape(-1),
         mcmc=mcmc,
     )

@@ -29,7 +29,7 @@ def test_mock_dwarf(tmp_path, monkeypatch):
     for band in (result["sigma_band"], result["mass_band"]):
         assert np.all(np.isfinite(band)) and np.all(band[0] <= band[1]) and np.all(band[1] <= band[2])
     assert result["mock"].R.shape == (150,)
-    assert set(result["fit"].samples) >= {"log10_rho_s", "log10_r_s", "log10_r_a", "v_sys", "f_fg"}
+    assert set(result["fit"].samples) >= {"log10_m_ref", "log10_r_s", "log10_r_a", "v_sys", "f_fg"}
     # even a tiny fit pins the systemic velocity (truth 60 km/s) to a few km/s
     assert abs(float(np.median(result["fit"].samples["v_sys"])) - 60.0) < 5.0
 

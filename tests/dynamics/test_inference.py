@@ -44,6 +44,21 @@ def test_radius_grid_interpolation(radii):
     np.testing.assert_allclose(g.weights @ (xn**5 - 2 * xn), x**5 - 2 * x, atol=1e-9)
 
 
+@pytest.mark.parametrize("halo", ["nfw", "zhao"])
+def test_mass_normalisation_parameter(halo):
+    cfg = ModelConfig(halo=halo, anisotropy="isotropic", mass_radius=0.4)
+    names = param_names(cfg)
+    assert names[0] == "log10_m_ref" and "log10_rho_s" not in names
+    params = dict(log10_m_ref=7.2, log10_r_s=0.2, gamma=0.6, v_sys=0.0)
+    _, mass, _ = build_models(params, cfg)
+    assert float(mass.enclosed_mass(0.4)) == pytest.approx(10**7.2, rel=1e-10)
+    if halo == "nfw":
+        # closed form: M(<r) = 4 pi rho_s r_s^3 [ln(1 + x) - x / (1 + x)]
+        x = 0.4 / 10**0.2
+        rho_s = 10**7.2 / (4 * np.pi * 10**0.6 * (np.log1p(x) - x / (1 + x)))
+        assert float(mass.rho_s) == pytest.approx(rho_s, rel=1e-12)
+
+
 def test_log_likelihood_against_direct_formula(radii):
     # free tracer scale, foreground mixture: the full likelihood written out with scipy
     rng = np.random.default_rng(1)
@@ -127,6 +142,8 @@ def test_bad_input(radii):
         param_names(ModelConfig(fixed={"gamma_inner": 1.0}))
     with pytest.raises(ValueError, match="lo < hi"):
         param_names(ModelConfig(priors={"v_sys": (1.0, -1.0)}))
+    with pytest.raises(ValueError, match="mass_radius"):
+        param_names(ModelConfig(mass_radius=0.0))
     with pytest.raises(ValueError, match="tracer_r_s"):
         param_names(ModelConfig(tracer_r_s=-0.1))
     with pytest.raises(ValueError, match="1-D"):
