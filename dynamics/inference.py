@@ -7,8 +7,9 @@ The likelihood of star ``i`` with projected radius ``R_i``, velocity ``v_i`` and
         + f_fg N(v_i | mu_fg, sigma_fg^2 + e_i^2) p_fg(R_i)``
 
 (e.g. Walker et al. 2009; Martinez et al. 2011), with ``sigma_los`` from the spherical
-Jeans equation (:func:`dynamics.jeans.sigma_los2_profile`, evaluated on a grid in
-``ln R`` spanning the stars and interpolated). The positional terms enter only when the
+Jeans equation (:func:`dynamics.jeans.sigma_los2_profile`) evaluated at 32 Chebyshev
+points in ``ln R`` spanning the stars and interpolated to every star by a fixed matrix
+(:func:`radius_grid`; relative error ~1e-6 over 3.5 decades in ``R``). The positional terms enter only when the
 tracer's Plummer scale is free: ``p_mem(R) = 2 R a^2 / (R^2 + a^2)^2`` normalised within
 ``R_max``, ``p_fg(R) = 2 R / R_max^2`` (uniform foreground). Without a foreground the
 likelihood is the Gaussian member term alone.

@@ -104,17 +104,19 @@ def test_gradient_against_finite_differences(radii):
 
 def test_simulate_and_recover_with_foreground():
     # 300 stars (20% foreground) from a Plummer tracer in an NFW halo, beta = 0.2
-    truth = dict(log10_rho_s=7.5, log10_r_s=0.0, beta_sym=0.2 / 1.8, log10_r_plummer=np.log10(0.25),
-                 v_sys=40.0, f_fg=0.2, fg_mean=10.0, log10_fg_sigma=np.log10(40.0))
     tracer, halo = Plummer(1.0, 0.25), NFW(10**7.5, 1.0)
+    truth = dict(log10_m_ref=np.log10(float(halo.enclosed_mass(0.33))), log10_r_s=0.0,
+                 beta_sym=0.2 / 1.8, log10_r_plummer=np.log10(0.25), v_sys=40.0, f_fg=0.2,
+                 fg_mean=10.0, log10_fg_sigma=np.log10(40.0))
     mock = mock_stars(jax.random.PRNGKey(0), 300, tracer, halo, ConstantBeta(0.2), v_sys=40.0,
                       v_err=(1.0, 3.0), foreground_fraction=0.2, foreground_mean=10.0,
                       foreground_sigma=40.0, foreground_r_max=1.5)
     cfg = ModelConfig(halo="nfw", anisotropy="constant", foreground=True, tracer_r_s=None,
                       R_max=1.5, priors={"v_sys": (0.0, 80.0), "fg_mean": (-100.0, 100.0),
-                                         "log10_r_s": (-0.5, 0.5)})
+                                         "log10_r_s": (-0.5, 0.5)}, mass_radius=0.33)
     res = fit_nuts(jax.random.PRNGKey(1), StarData(mock.R, mock.v, mock.v_err), cfg,
-                   num_warmup=250, num_samples=300, num_chains=1)
+                   num_warmup=250, num_samples=300, num_chains=1, dense_mass=True)
+    assert set(res.samples) == set(truth)
     assert res.num_divergences < 15
     for name, value in truth.items():
         s = np.asarray(res.samples[name])
