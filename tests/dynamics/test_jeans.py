@@ -57,6 +57,29 @@ def test_hernquist_isotropic_sigma_r():
     numpy.testing.assert_allclose(sigma_r_jit(jnp.asarray(r), h, h, Isotropic()) ** 2, expected, rtol=RTOL)
 
 
+def test_hernquist_isotropic_sigma_los_projection_of_eq10():
+    # Sigma sigma_los^2 = 2 int_R^inf rho sigma_r^2 r dr / sqrt(r^2 - R^2) with Hernquist (1990) eqs. 2,
+    # 10 and 32 (mpmath, r = R cosh t); isotropic, self-consistent
+    m, a = 2e10, 1.5
+    h = Hernquist(m, a)
+    R = numpy.array([0.05, 1.0, 6.0])
+
+    def rho_s2(x):
+        rho = m * a / (2 * mpmath.pi * x * (x + a) ** 3)
+        s2 = G * m / (12 * a) * (12 * x * (x + a) ** 3 / a**4 * mpmath.log((x + a) / x)
+                                 - x / (x + a) * (25 + 52 * x / a + 42 * (x / a) ** 2 + 12 * (x / a) ** 3))
+        return rho * s2
+
+    def ref(Rv):
+        Rv = mpmath.mpf(Rv)
+        p = 2 * mpmath.quad(lambda t: rho_s2(Rv * mpmath.cosh(t)) * Rv * mpmath.cosh(t), [0, 1, 4, 12, 40])
+        return p / float(h.surface_density(float(Rv)))
+    expected = numpy.array([float(ref(x)) for x in R])
+    for grid in (False, True):
+        numpy.testing.assert_allclose(sigma_los_jit(jnp.asarray(R), h, h, Isotropic(), grid=grid) ** 2,
+                                      expected, rtol=RTOL)
+
+
 def test_nfw_isotropic_sigma_r_lokas_mamon():
     # Lokas & Mamon (2001) eq. 14, written for x = r / r_s
     rho_s, r_s = 1e7, 2.0
