@@ -38,7 +38,6 @@ Absolute accuracy of the direct path is ~1e-10 relative for Zhao halos with
 ``alpha <= 4`` and anisotropy transitions with ``eta <= 4``.
 """
 
-import jax
 import jax.numpy as jnp
 
 from .anisotropy import Anisotropy, Isotropic

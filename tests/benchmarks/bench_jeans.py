@@ -25,7 +25,6 @@ from scipy import integrate, special
 jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # run from a checkout
 
-import dynamics  # noqa: E402
 from dynamics import G, OsipkovMerritt, Plummer, Zhao, sigma_los  # noqa: E402
 
 M_STARS, A_STARS = 1.0e6, 0.25

@@ -21,7 +21,7 @@ from dynamics import (
     sigma_los,
     sigma_r,
 )
-from dynamics.jeans import sigma_los2_profile, sigma_r2_profile
+from dynamics.jeans import sigma_r2_profile
 
 mpmath.mp.dps = 40
 RTOL = 1e-8

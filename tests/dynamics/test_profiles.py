@@ -16,7 +16,7 @@ import mpmath
 import numpy
 import pytest
 from jax.test_util import check_grads
-from scipy import integrate, special
+from scipy import integrate
 
 from dynamics import (
     G,
