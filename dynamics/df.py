@@ -165,7 +165,9 @@ def _build_table(tracer, mass, r_a, r_min, r_max, n_grid, n_quad, r_out_factor):
     def psi(r):
         return -mass.potential(r)
 
-    dpsi = jax.grad(psi)
+    def dpsi(r):  # d Psi / dr = -G M(r) / r^2 (one derivative fewer than grad(psi))
+        return -G * mass.enclosed_mass(r) / r**2
+
     drho = jax.grad(rho_q)
 
     def g(r):  # d rho_Q / d Psi as a function of r

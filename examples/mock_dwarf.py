@@ -85,7 +85,7 @@ def main(argv=None):
     n_total = next(iter(fit.samples.values())).shape[0]
     idx = np.linspace(0, n_total - 1, min(args.n_draws, n_total)).astype(int)
     draws = {k: jnp.asarray(np.asarray(v)[idx]) for k, v in fit.samples.items()}
-    R_grid = jnp.geomspace(0.02, float(jnp.max(mock.R)), 40)
+    R_grid = jnp.geomspace(0.02, float(np.percentile(np.asarray(mock.R), 99)), 40)
     r_grid = jnp.geomspace(0.02, 3.0, 40)
 
     def curves(params):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from dynamics import NFW, Hernquist, Plummer
+from dynamics import NFW, Hernquist, Plummer, Zhao
 from dynamics.constants import G
 from dynamics.df import (
     df_moments,
@@ -103,11 +103,12 @@ def _om_sigma_r2_quad(tracer, mass, r_a, r):
     return val / (float(tracer.density(r)) * (1 + r**2 / r_a**2))
 
 
-@pytest.mark.parametrize("r_a", [np.inf, 0.4])
-def test_density_and_jeans_moments_plummer_in_nfw(r_a):
+@pytest.mark.parametrize("halo_kind, r_a", [("nfw", np.inf), ("nfw", 0.4), ("zhao", np.inf)])
+def test_density_and_jeans_moments_tracer_in_halo(halo_kind, r_a):
     # a tracer in an external (cuspy) potential: the DF's moments reproduce rho and the
     # Jeans sigma_r (scipy quadrature), with beta(r) = r^2/(r^2 + r_a^2)
-    tracer, halo = Plummer(1.0, A), NFW(1e8, 0.5)
+    tracer = Plummer(1.0, A)
+    halo = NFW(1e8, 0.5) if halo_kind == "nfw" else Zhao(1e8, 0.5, 2.0, 5.0, 0.5)
     d = eddington_df(tracer, halo) if np.isinf(r_a) else osipkov_merritt_df(tracer, halo, r_a)
     r = np.array([0.02, 0.1, 0.3, 1.0, 3.0])
     rho, s_r2, s_t2 = df_moments(d, r, halo)
