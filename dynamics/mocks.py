@@ -56,7 +56,7 @@ class PhaseSpace(NamedTuple):
 
 
 class MockStars(NamedTuple):
-    """A mock catalogue of discrete stars (members first shuffled with foreground).
+    """A mock catalogue of discrete stars (members and foreground shuffled together).
 
     Attributes
     ----------
