@@ -184,9 +184,20 @@ class _Problem(NamedTuple):
     theta_start: jax.Array  # (n_theta,) start of the shape parameters (V, sigma set per spectrum)
 
 
+def _materialize(x):
+    """Return ``x`` unchanged, computed once.
+
+    XLA fuses the elementwise LOSVD transform into its broadcast product with the
+    (n_tpl, n_freq) template transforms and so recomputes the cosines, exponentials and
+    Hermite polynomials once per template (2.5x slower).  A length-1 FFT is the identity
+    but cannot be fused through, so the transform is evaluated once per spectrum.
+    """
+    return jnp.fft.fft(x[..., None], axis=-1)[..., 0]
+
+
 def _convolve(problem, ft_fn, kin, offset, n_pix, n_fft):
     """Templates convolved with the LOSVD, sliced to the galaxy pixels: (n_tpl, n_pix)."""
-    lhat = ft_fn(problem.omega, kin)
+    lhat = _materialize(ft_fn(problem.omega, kin))
     full = jnp.fft.irfft(problem.template_ft * lhat[None, :], n_fft, axis=-1)
     return lax.dynamic_slice_in_dim(full, offset, n_pix, axis=-1)
 
@@ -258,7 +269,7 @@ def _fit_one(galaxy, w, v_start, problem, *, ft_fn, n_kin, offset, n_pix, n_fft,
         kin = theta[:n_kin]
         a = coef[:n_tpl]
         combined_ft = a @ problem.template_ft  # (n_freq,) the weighted template, one FFT
-        dlhat = jax.jacfwd(lambda k: ft_fn(problem.omega, k))(kin)  # (n_freq, n_kin)
+        dlhat = _materialize(jax.jacfwd(lambda k: ft_fn(problem.omega, k))(kin))  # (n_freq, n_kin)
         dfull = jnp.fft.irfft(combined_ft[None, :] * dlhat.T, n_fft, axis=-1)
         dkin = lax.dynamic_slice_in_dim(dfull, offset, n_pix, axis=-1) * mpoly[None, :]
         dmult = problem.mult_basis * (a @ conv)[None, :]
@@ -292,7 +303,12 @@ def _fit_one(galaxy, w, v_start, problem, *, ft_fn, n_kin, offset, n_pix, n_fft,
         sol = bounded_least_squares(m, b, nonneg, passive_init=warm) / norm
         step = jnp.where(gauss_only & (it < n_iter // 3), 0.0, sol[:n_theta])
         trial = jnp.clip(theta + step, problem.lower, problem.upper)
-        coef_t, _, chi2_t, conv_t, mpoly_t = profiled(trial, wgt, sol[n_theta:] > 0)
+        # Levenberg-Marquardt on the joint vector: the trial keeps the linear coefficients
+        # of the same solve (no second bounded solve), and is accepted if chi^2 drops.
+        coef_t = sol[n_theta:]
+        conv_t, mpoly_t = pieces(trial)
+        model_t = coef_t @ jnp.concatenate([conv_t * mpoly_t[None, :], problem.add_basis], axis=0)
+        chi2_t = jnp.sum(wgt * (galaxy - model_t) ** 2)
         better = jnp.isfinite(chi2_t) & (chi2_t < chi2)
         pick = lambda new, old: jnp.where(better, new, old)
         new_state = (
@@ -309,7 +325,11 @@ def _fit_one(galaxy, w, v_start, problem, *, ft_fn, n_kin, offset, n_pix, n_fft,
         coef, _, chi2, conv, mpoly = profiled(theta_init, wgt)
         state = (theta_init, coef, chi2, conv, mpoly, jnp.asarray(1e-4))
         state, _ = lax.scan(lambda s, it: lm_step(s, it, wgt), state, jnp.arange(iters) + n_iter - iters)
-        return state
+        # polish: the exact (profiled) linear coefficients at the final theta
+        theta, coef, chi2, conv, mpoly, lam = state
+        coef_p, _, chi2_p, _, _ = profiled(theta, wgt, coef > 0)
+        better = chi2_p <= chi2
+        return (theta, jnp.where(better, coef_p, coef), jnp.where(better, chi2_p, chi2), conv, mpoly, lam)
 
     state = run(theta0, w, n_iter)
     if clip_sigma is not None:
@@ -458,7 +478,7 @@ def fit_spectra(spectra, ivar, templates, template_offset, velscale, config=FitC
     cfg = config._replace(sigma_start=config.sigma_start / velscale)
     fn = _compiled_chunk_fn(cfg, family, n_kin, offset, n_pix, n_fft, use_xcorr, float(vmax_pix))
 
-    chunk = int(config.chunk_size)
+    chunk = max(1, min(int(config.chunk_size), n_spec))  # never pad a few spectra to a big chunk
     starts = list(range(0, n_spec, chunk))
 
     def run_chunk(start):
