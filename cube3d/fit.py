@@ -92,7 +92,7 @@ class FitConfig(NamedTuple):
     v_range: float = 1500.0
     sigma_max: float = 1000.0
     h_bound: float = 0.3
-    chunk_size: int = 64
+    chunk_size: int = 16
     n_threads: Optional[int] = None
 
 
@@ -205,20 +205,22 @@ def _convolve(problem, ft_fn, kin, offset, n_pix, n_fft):
 def _linear_solve(conv, mpoly, problem, galaxy, w, passive_init=None):
     """Profiled linear problem at fixed theta: non-negative template weights + additive poly.
 
-    Returns (coefficients, model, chi2); columns are scaled to unit weighted norm for
-    conditioning and the solution is scaled back.
+    Returns ``(coef, model, chi2, gram, rhs)``: the coefficients, the model, its chi^2,
+    and the weighted normal matrix ``L W L^T`` and vector ``L W g`` of the linear columns
+    ``L`` (reused by the next Gauss-Newton step).  Columns are scaled to unit weighted
+    norm for conditioning and the solution is scaled back.
     """
     cols = jnp.concatenate([conv * mpoly[None, :], problem.add_basis], axis=0)
     n_tpl = conv.shape[0]
-    norm = jnp.sqrt(jnp.sum(w[None, :] * cols**2, axis=1)) + 1e-30
-    scaled = cols / norm[:, None]
-    m = (scaled * w[None, :]) @ scaled.T
-    b = scaled @ (w * galaxy)
+    gram = (cols * w[None, :]) @ cols.T
+    rhs = cols @ (w * galaxy)
+    norm = jnp.sqrt(jnp.diagonal(gram)) + 1e-30
+    m = gram / (norm[:, None] * norm[None, :])
     nonneg = jnp.arange(cols.shape[0]) < n_tpl
-    coef = bounded_least_squares(m, b, nonneg, passive_init=passive_init) / norm
+    coef = bounded_least_squares(m, rhs / norm, nonneg, passive_init=passive_init) / norm
     model = coef @ cols
     chi2 = jnp.sum(w * (galaxy - model) ** 2)
-    return coef, model, chi2
+    return coef, model, chi2, gram, rhs
 
 
 def _start_velocity(problem, galaxy, w, offset, n_pix, n_fft, vmax_pix):
@@ -261,8 +263,8 @@ def _fit_one(galaxy, w, v_start, problem, *, ft_fn, n_kin, offset, n_pix, n_fft,
 
     def profiled(theta, wgt, passive_init=None):
         conv, mpoly = pieces(theta)
-        coef, model, chi2 = _linear_solve(conv, mpoly, problem, galaxy, wgt, passive_init)
-        return coef, model, chi2, conv, mpoly
+        coef, model, chi2, gram, rhs = _linear_solve(conv, mpoly, problem, galaxy, wgt, passive_init)
+        return coef, chi2, conv, mpoly, gram, rhs
 
     def jacobian_columns(theta, coef, conv, mpoly):
         """Columns of d model / d theta at fixed linear coefficients: (n_theta, n_pix)."""
@@ -289,26 +291,28 @@ def _fit_one(galaxy, w, v_start, problem, *, ft_fn, n_kin, offset, n_pix, n_fft,
     gauss_only = gauss_only & (jnp.arange(n_theta) < n_kin)
 
     def lm_step(state, it, wgt):
-        theta, coef, chi2, conv, mpoly, lam = state
-        cols = design(theta, coef, conv, mpoly)
-        norm = jnp.sqrt(jnp.sum(wgt[None, :] * cols**2, axis=1)) + 1e-30
-        scaled = cols / norm[:, None]
-        m = (scaled * wgt[None, :]) @ scaled.T
+        theta, coef, chi2, conv, mpoly, gram_ll, rhs_l, lam = state
+        # Normal equations of the joint linearised problem: only the blocks involving the
+        # Jacobian columns are new; the linear-linear block comes from the last solve.
+        jac = jacobian_columns(theta, coef, conv, mpoly)
+        lin = jnp.concatenate([conv * mpoly[None, :], problem.add_basis], axis=0)
+        jw = jac * wgt[None, :]
+        g_tt, g_tl = jw @ jac.T, jw @ lin.T
+        gram = jnp.block([[g_tt, g_tl], [g_tl.T, gram_ll]])
+        rhs = jnp.concatenate([jw @ galaxy, rhs_l])
+        norm = jnp.sqrt(jnp.diagonal(gram)) + 1e-30
+        m = gram / (norm[:, None] * norm[None, :])
         # Linearisation: model(theta + d, coef') ~ lin(theta) coef' + jac(theta, coef) d,
         # so one bounded least-squares solve gives the step d and the new coef' together.
-        b = scaled @ (wgt * galaxy)
         damping = jnp.concatenate([lam * jnp.ones(n_theta), jnp.zeros(n_lin)])
         m = m + jnp.diag(damping * jnp.diag(m))  # Marquardt (1963) diagonal scaling
         warm = jnp.concatenate([jnp.zeros(n_theta, bool), coef > 0])  # last active templates
-        sol = bounded_least_squares(m, b, nonneg, passive_init=warm) / norm
+        sol = bounded_least_squares(m, rhs / norm, nonneg, passive_init=warm) / norm
         step = jnp.where(gauss_only & (it < n_iter // 3), 0.0, sol[:n_theta])
         trial = jnp.clip(theta + step, problem.lower, problem.upper)
-        # Levenberg-Marquardt on the joint vector: the trial keeps the linear coefficients
-        # of the same solve (no second bounded solve), and is accepted if chi^2 drops.
-        coef_t = sol[n_theta:]
-        conv_t, mpoly_t = pieces(trial)
-        model_t = coef_t @ jnp.concatenate([conv_t * mpoly_t[None, :], problem.add_basis], axis=0)
-        chi2_t = jnp.sum(wgt * (galaxy - model_t) ** 2)
+        # Accept on the profiled chi^2 (linear coefficients re-solved at the trial theta):
+        # keeping the joint solve's coefficients instead stalls with many templates.
+        coef_t, chi2_t, conv_t, mpoly_t, gram_t, rhs_t = profiled(trial, wgt, sol[n_theta:] > 0)
         better = jnp.isfinite(chi2_t) & (chi2_t < chi2)
         pick = lambda new, old: jnp.where(better, new, old)
         new_state = (
@@ -317,30 +321,28 @@ def _fit_one(galaxy, w, v_start, problem, *, ft_fn, n_kin, offset, n_pix, n_fft,
             pick(chi2_t, chi2),
             pick(conv_t, conv),
             pick(mpoly_t, mpoly),
+            pick(gram_t, gram_ll),
+            pick(rhs_t, rhs_l),
             jnp.clip(jnp.where(better, lam * 0.1, lam * 10.0), 1e-7, 1e7),
         )
         return new_state, None
 
     def run(theta_init, wgt, iters):
-        coef, _, chi2, conv, mpoly = profiled(theta_init, wgt)
-        state = (theta_init, coef, chi2, conv, mpoly, jnp.asarray(1e-4))
+        coef, chi2, conv, mpoly, gram, rhs = profiled(theta_init, wgt)
+        state = (theta_init, coef, chi2, conv, mpoly, gram, rhs, jnp.asarray(1e-4))
         state, _ = lax.scan(lambda s, it: lm_step(s, it, wgt), state, jnp.arange(iters) + n_iter - iters)
-        # polish: the exact (profiled) linear coefficients at the final theta
-        theta, coef, chi2, conv, mpoly, lam = state
-        coef_p, _, chi2_p, _, _ = profiled(theta, wgt, coef > 0)
-        better = chi2_p <= chi2
-        return (theta, jnp.where(better, coef_p, coef), jnp.where(better, chi2_p, chi2), conv, mpoly, lam)
+        return state[:5]
 
     state = run(theta0, w, n_iter)
     if clip_sigma is not None:
-        theta, coef, chi2, conv, mpoly, _ = state
+        theta, coef, chi2, conv, mpoly = state
         model = coef @ jnp.concatenate([conv * mpoly[None, :], problem.add_basis], axis=0)
         resid = (galaxy - model) * jnp.sqrt(w)
         rms = jnp.sqrt(jnp.sum(resid**2) / jnp.maximum(jnp.sum(w > 0), 1))
         w = jnp.where(jnp.abs(resid) > clip_sigma * rms, 0.0, w)
         state = run(theta, w, max(n_iter // 2, 4))
 
-    theta, coef, chi2, conv, mpoly, _ = state
+    theta, coef, chi2, conv, mpoly = state
     lin_cols = jnp.concatenate([conv * mpoly[None, :], problem.add_basis], axis=0)
     model = coef @ lin_cols
 

@@ -164,7 +164,7 @@ def run_fit(
     mdegree: int = 0,
     clip_sigma: Optional[float] = None,
     sigma_start: float = 150.0,
-    chunk_size: int = 64,
+    chunk_size: int = 16,
     layout: str = "auto",
     keep_spectra: bool = True,
     progress: Optional[Callable[[int, int], None]] = None,
