@@ -18,7 +18,7 @@ chi^2 where they differ.
 
 Usage::
 
-    python tests/benchmarks/bench_fit_vs_ppxf.py --n 256 --moments 4 --chunk-size 64
+    python tests/benchmarks/bench_fit_vs_ppxf.py --n 256 --moments 4 --chunk-size 16
 
 ppxf (the ``compare`` extra) must be installed; ../shared/data must be present.
 """
@@ -125,7 +125,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=256, help="number of spectra (default 256)")
     ap.add_argument("--moments", type=int, default=4, choices=[2, 4], help="Gauss-Hermite moments (default 4)")
-    ap.add_argument("--chunk-size", type=int, default=64, help="cube3d spectra per compiled batch (default 64)")
+    ap.add_argument("--chunk-size", type=int, default=16, help="cube3d spectra per compiled batch (default 16)")
     ap.add_argument("--n-templates", type=int, default=15, help="MILES SSPs kept (default 15)")
     ap.add_argument("--sn", type=float, default=30.0, help="S/N per pixel of the mocks (default 30)")
     ap.add_argument("--n-ppxf", type=int, default=None,
