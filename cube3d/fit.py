@@ -285,8 +285,9 @@ def _fit_one(galaxy, w, v_start, problem, *, ft_fn, n_kin, offset, n_pix, n_fft,
     n_lin = n_tpl + problem.add_basis.shape[0]
     nonneg = jnp.concatenate([jnp.zeros(n_theta, bool), jnp.arange(n_lin) < n_tpl])
 
-    # The first half of the iterations fits a Gaussian (shape parameters frozen at 0),
-    # which keeps h_m from running into their bounds while V and sigma are still far off.
+    # The first third of the iterations fits V and sigma only (shape parameters frozen at
+    # their start values, h_m = 0), which keeps h_m off their bounds while V and sigma are
+    # still far from the solution.
     gauss_only = jnp.arange(n_theta) >= 2
     gauss_only = gauss_only & (jnp.arange(n_theta) < n_kin)
 
