@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .constants import C_KMS
 from .errors import InputError
 
 
@@ -169,7 +170,7 @@ def _run_fit(args, cube, templates, output, lsf):
         header["CUNIT3"] = "Angstrom"
         header["CRPIX3"] = 1.0
         header["CRVAL3"] = float(prepared.wave[0])
-        header["CDELT3"] = float(prepared.velscale / 299792.458 * prepared.wave[0])
+        header["CDELT3"] = float(prepared.velscale / C_KMS * prepared.wave[0])
         header["SPECSYS"] = "SOURCE"
     try:
         written = write_maps(maps, output, overwrite=args.overwrite, model_cube=model, cube_header=header)

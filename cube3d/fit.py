@@ -44,7 +44,7 @@ from . import losvd
 from .errors import InputError
 from .linalg import bounded_least_squares, cholesky_solve, spd_inverse
 
-__all__ = ["FitConfig", "FitResult", "fit_spectra", "legendre_basis"]
+__all__ = ["FitConfig", "FitResult", "fit_spectra", "legendre_basis", "validate_config"]
 
 
 class FitConfig(NamedTuple):
@@ -141,20 +141,46 @@ class FitResult(NamedTuple):
 def legendre_basis(n_pix, degree, start=0):
     """Legendre polynomials P_start..P_degree on x in [-1, 1] over n_pix pixels.
 
-    Returns an array of shape (degree + 1 - start, n_pix) (numpy, float64); uses the
-    three-term recurrence (n + 1) P_{n+1} = (2n + 1) x P_n - n P_{n-1}.
+    Returns an array of shape (degree + 1 - start, n_pix) (numpy, float64).
     """
     x = np.linspace(-1.0, 1.0, n_pix)
-    polys = [np.ones(n_pix), x]
-    for n in range(1, degree):
-        polys.append(((2 * n + 1) * x * polys[n] - n * polys[n - 1]) / (n + 1))
-    return np.array(polys[start : degree + 1]).reshape(-1, n_pix)
+    return np.polynomial.legendre.legvander(x, max(degree, 0)).T[start : degree + 1]
+
+
+def validate_config(config):
+    """Reject settings the fit cannot use, with a message naming the option.
+
+    Called by :func:`fit_spectra`, and by the pipeline before any file is read.
+    Returns the LOSVD family the settings select.
+    """
+
+    def positive(x):
+        return isinstance(x, (int, float, np.integer, np.floating)) and np.isfinite(x) and x > 0
+
+    def integer(x):
+        return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+    if config.family == "gauss_hermite" and not (integer(config.n_moments) and 2 <= config.n_moments <= 6):
+        raise InputError(f"--moments: must be an integer from 2 to 6, got {config.n_moments}")
+    if not (integer(config.degree) and config.degree >= -1):
+        raise InputError(f"--degree: must be an integer >= -1 (-1: no additive polynomial), got {config.degree}")
+    if not (integer(config.mdegree) and config.mdegree >= 0):
+        raise InputError(f"--mdegree: must be an integer >= 0, got {config.mdegree}")
+    if config.clip_sigma is not None and not positive(config.clip_sigma):
+        raise InputError(f"--clip: must be a positive number of sigmas, got {config.clip_sigma}")
+    if not positive(config.sigma_start):
+        raise InputError(f"--sigma-start: must be a positive number of km/s, got {config.sigma_start}")
+    if not (integer(config.chunk_size) and config.chunk_size >= 1):
+        raise InputError(f"--chunk-size: must be a positive integer, got {config.chunk_size}")
+    if not (integer(config.n_iter) and config.n_iter >= 1):
+        raise InputError(f"n_iter: must be a positive integer, got {config.n_iter}")
+    return _family(config)
 
 
 def _family(config):
     if config.family == "gauss_hermite":
         if config.n_moments not in (2, 3, 4, 5, 6):
-            raise InputError(f"--moments must be 2..6, got {config.n_moments}")
+            raise InputError(f"--moments: must be an integer from 2 to 6, got {config.n_moments}")
         return losvd.LOSVDFamily.gauss_hermite(config.n_moments)
     if config.family == "sanders_evans":
         return losvd.LOSVDFamily.sanders_evans()
@@ -436,7 +462,7 @@ def fit_spectra(spectra, ivar, templates, template_offset, velscale, config=FitC
         raise InputError(f"templates ({n_tpl_pix} pixels, offset {offset}) do not cover the {n_pix} galaxy pixels")
     if not (np.isfinite(velscale) and velscale > 0):
         raise InputError(f"velscale must be positive, got {velscale}")
-    family = _family(config)
+    family = validate_config(config)
     n_kin = len(family.param_names)
 
     # Zero-pad so that a circular convolution does not wrap the largest LOSVD into the

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError
-from .fit import FitConfig, FitResult, fit_spectra
+from .fit import FitConfig, FitResult, fit_spectra, validate_config
 from .io import read_cube
 from .losvd import sanders_evans_bounds
 from .maps import (
@@ -119,31 +119,6 @@ def model_cube(prepared: PreparedData, result: FitResult) -> np.ndarray:
     return np.moveaxis(out, -1, 0).astype(np.float32)
 
 
-def _check_fit_options(template_fwhm, moments, degree, mdegree, clip_sigma, sigma_start, chunk_size):
-    """Reject option values the fit cannot use, before any file is read."""
-
-    def positive(x):
-        return isinstance(x, (int, float, np.integer, np.floating)) and np.isfinite(x) and x > 0
-
-    def integer(x):
-        return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-    if not positive(template_fwhm):
-        raise InputError(f"--template-fwhm: must be a positive number of Angstrom, got {template_fwhm}")
-    if not (integer(moments) and 2 <= moments <= 6):
-        raise InputError(f"--moments: must be an integer from 2 to 6, got {moments}")
-    if not (integer(degree) and degree >= -1):
-        raise InputError(f"--degree: must be an integer >= -1 (-1: no additive polynomial), got {degree}")
-    if not (integer(mdegree) and mdegree >= 0):
-        raise InputError(f"--mdegree: must be an integer >= 0, got {mdegree}")
-    if clip_sigma is not None and not positive(clip_sigma):
-        raise InputError(f"--clip: must be a positive number of sigmas, got {clip_sigma}")
-    if not positive(sigma_start):
-        raise InputError(f"--sigma-start: must be a positive number of km/s, got {sigma_start}")
-    if not (integer(chunk_size) and chunk_size >= 1):
-        raise InputError(f"--chunk-size: must be a positive integer, got {chunk_size}")
-
-
 def run_fit(
     cube_path,
     templates,
@@ -176,7 +151,14 @@ def run_fit(
     ``(maps, prepared, result)``: the :class:`~cube3d.maps.KinematicMaps`, the
     :class:`~cube3d.prepare.PreparedData` and the :class:`~cube3d.fit.FitResult`.
     """
-    _check_fit_options(template_fwhm, moments, degree, mdegree, clip_sigma, sigma_start, chunk_size)
+    if not (isinstance(template_fwhm, (int, float, np.integer, np.floating)) and np.isfinite(template_fwhm)
+            and template_fwhm > 0):
+        raise InputError(f"--template-fwhm: must be a positive number of Angstrom, got {template_fwhm}")
+    config = FitConfig(
+        n_moments=moments, family=losvd, degree=degree, mdegree=mdegree, clip_sigma=clip_sigma,
+        sigma_start=sigma_start, chunk_size=chunk_size,
+    )
+    validate_config(config)  # before any file is read
     enable_x64()
     say = log or (lambda msg: None)
     t0 = time.perf_counter()
@@ -193,10 +175,6 @@ def run_fit(
         f"prepared {prepared.n_spec} spectra x {prepared.n_pix} pixels at {prepared.velscale:.1f} km/s "
         f"({np.exp(prepared.ln_wave[0]):.0f}-{np.exp(prepared.ln_wave[-1]):.0f} A rest), "
         f"median S/N {np.nanmedian(prepared.snr):.1f} [{time.perf_counter() - t0:.1f} s]"
-    )
-    config = FitConfig(
-        n_moments=moments, family=losvd, degree=degree, mdegree=mdegree, clip_sigma=clip_sigma,
-        sigma_start=sigma_start, chunk_size=chunk_size,
     )
     result = fit_spectra(prepared.spectra, prepared.ivar, prepared.templates, prepared.template_offset,
                          prepared.velscale, config, progress=progress)

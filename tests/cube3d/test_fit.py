@@ -205,6 +205,9 @@ def test_start_from_given_velocity(templates, mock_fit):
     [
         (dict(config=FitConfig(n_moments=7)), "--moments"),
         (dict(config=FitConfig(family="bogus")), "--losvd"),
+        (dict(config=FitConfig(degree=-5)), "--degree"),
+        (dict(config=FitConfig(chunk_size=0)), "--chunk-size"),
+        (dict(config=FitConfig(clip_sigma=-1.0)), "--clip"),
         (dict(template_offset=10_000), "templates"),
         (dict(velscale=-1.0), "velscale"),
     ],
