@@ -7,7 +7,6 @@ standard error and exit with status 2, without a traceback; nothing is overwritt
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 

@@ -27,7 +27,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from .constants import C_KMS
+from .basis import fit_stack, select_basis
 from .errors import InputError
+from .linemask import EMISSION_LINES_AIR, SKY_LINES_AIR, emission_line_mask
 from .lsf import LineSpreadFunction, as_lsf, match_resolution
 from .rebin import log_grid, log_rebin, wave_edges
 from .templates import TemplateLibrary
@@ -42,45 +44,6 @@ __all__ = [
     "select_basis",
     "fit_stack",
 ]
-
-#: Galaxy-frame emission (and interstellar) lines masked by default, air wavelengths
-#: in Angstrom (NIST / SDSS line lists; NaD is interstellar absorption).
-EMISSION_LINES_AIR = {
-    "[OII]3726": 3726.03,
-    "[OII]3729": 3728.82,
-    "[NeIII]3869": 3868.76,
-    "Hepsilon": 3970.07,
-    "Hdelta": 4101.74,
-    "Hgamma": 4340.47,
-    "Hbeta": 4861.33,
-    "[OIII]4959": 4958.92,
-    "[OIII]5007": 5006.84,
-    "[NI]5198": 5197.90,
-    "[NI]5200": 5200.26,
-    "HeI5876": 5875.62,
-    "NaD5890": 5889.95,
-    "NaD5896": 5895.92,
-    "[OI]6300": 6300.30,
-    "[OI]6364": 6363.78,
-    "[NII]6548": 6548.05,
-    "Halpha": 6562.80,
-    "[NII]6583": 6583.45,
-    "[SII]6716": 6716.44,
-    "[SII]6731": 6730.82,
-}
-
-#: Night-sky emission and Galactic NaD absorption, observed-frame air wavelengths (Angstrom).
-SKY_LINES_AIR = {
-    "sky[OI]5577": 5577.34,
-    "NaD5890": 5889.95,
-    "NaD5896": 5895.92,
-    "sky[OI]6300": 6300.30,
-    "sky[OI]6364": 6363.78,
-}
-
-_DEFAULT_BASIS_SIGMA = 200.0  # km/s, guessed LOSVD width for the basis selection
-_BASIS_POLY_DEGREE = 8
-
 
 @dataclass(frozen=True)
 class PreparedData:
@@ -161,53 +124,6 @@ def _convert_convention(wave: np.ndarray, from_air: bool, to_air: bool) -> np.nd
     return air_to_vacuum(wave) if from_air else vacuum_to_air(wave)
 
 
-def emission_line_mask(
-    ln_wave: np.ndarray,
-    redshift: float,
-    width_kms: float = 800.0,
-    *,
-    air: bool = True,
-    lines: dict | None = None,
-    sky_lines: dict | None = None,
-) -> np.ndarray:
-    """Pixels within +-width/2 of emission lines (galaxy frame) and sky lines.
-
-    Parameters
-    ----------
-    ln_wave : ndarray, shape (n_pix,)
-        ln(rest-frame wavelength / Angstrom) of the pixel centres.
-    redshift : float
-        Galaxy redshift; observed-frame sky lines appear at ``lambda / (1 + z)``.
-    width_kms : float
-        Full width of each masked window, km/s.
-    air : bool
-        Convention of ``ln_wave``; the air line lists are converted to vacuum
-        when False.
-    lines, sky_lines : dict, optional
-        Name -> air wavelength (Angstrom); defaults :data:`EMISSION_LINES_AIR`
-        and :data:`SKY_LINES_AIR`.  Pass ``{}`` to skip either set.
-
-    Returns
-    -------
-    ndarray of bool, shape (n_pix,)
-        True where masked.
-    """
-    lines = EMISSION_LINES_AIR if lines is None else lines
-    sky_lines = SKY_LINES_AIR if sky_lines is None else sky_lines
-    rest = np.array(list(lines.values()), dtype=np.float64)
-    sky = np.array(list(sky_lines.values()), dtype=np.float64)
-    centres = np.concatenate([rest, sky / (1.0 + redshift)])
-    if centres.size == 0 or width_kms <= 0:
-        return np.zeros(np.shape(ln_wave), dtype=bool)
-    if not air:
-        centres = np.concatenate(
-            [_convert_convention(rest, True, False), _convert_convention(sky, True, False) / (1.0 + redshift)]
-        )
-    half = 0.5 * width_kms / C_KMS
-    dist = np.abs(np.asarray(ln_wave)[:, None] - np.log(centres)[None, :])
-    return np.any(dist <= half, axis=1)
-
-
 def voronoi_bins(x, y, signal, noise, target_sn: float) -> np.ndarray:
     """Voronoi bin number per spaxel (Cappellari & Copin 2003, MNRAS 342, 345).
 
@@ -246,89 +162,6 @@ def voronoi_bins(x, y, signal, noise, target_sn: float) -> np.ndarray:
     # renumber consecutively (vorbin already does; keep it robust)
     _, bin_num = np.unique(bin_num, return_inverse=True)
     return bin_num.ravel()
-
-
-def _legendre_design(n_pix: int, degree: int) -> np.ndarray:
-    x = np.linspace(-1.0, 1.0, n_pix)
-    return np.polynomial.legendre.legvander(x, degree)  # (n_pix, degree + 1)
-
-
-def fit_stack(
-    stack: np.ndarray, good: np.ndarray, design: np.ndarray, poly_degree: int = _BASIS_POLY_DEGREE, n_iter: int = 10
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Fit ``stack ~ P(x) * (design @ w)`` with ``w >= 0`` and a Legendre polynomial ``P``.
-
-    Alternates the two linear problems: the polynomial by least squares given the
-    model (starting from the mean template), the weights by non-negative least
-    squares (``scipy.optimize.nnls``; Lawson & Hanson 1974) given the polynomial.
-
-    Parameters
-    ----------
-    stack : ndarray, shape (n_pix,)
-    good : ndarray of bool, shape (n_pix,)
-        Pixels used.
-    design : ndarray, shape (n_pix, n_tpl)
-        Templates (already broadened and cut to the galaxy range) as columns.
-    poly_degree : int
-        Degree of the multiplicative Legendre polynomial (0: a constant scale).
-
-    Returns
-    -------
-    weights : ndarray, shape (n_tpl,)
-    poly : ndarray, shape (n_pix,)
-    rms : float
-        Root-mean-square residual over the good pixels.
-    """
-    from scipy.optimize import nnls
-
-    n_pix = stack.size
-    a = design[good]
-    y = stack[good]
-    legendre = _legendre_design(n_pix, poly_degree)
-    model = a.mean(1)
-    for _ in range(n_iter):
-        coef, *_ = np.linalg.lstsq(legendre[good] * model[:, None], y, rcond=None)
-        poly = legendre[good] @ coef
-        weights, _ = nnls(a * poly[:, None], y)
-        model = a @ weights
-    rms = float(np.sqrt(np.mean((y - poly * model) ** 2)))
-    return weights, legendre @ coef, rms
-
-
-def select_basis(
-    stack: np.ndarray,
-    good: np.ndarray,
-    templates: np.ndarray,
-    n_basis: int,
-    *,
-    template_offset: int,
-    velscale: float,
-    sigma_kms: float = _DEFAULT_BASIS_SIGMA,
-    poly_degree: int = _BASIS_POLY_DEGREE,
-) -> np.ndarray:
-    """Indices of the ``n_basis`` templates that best fit a stacked spectrum.
-
-    The templates are broadened by a Gaussian of ``sigma_kms`` (a guess of the
-    galaxy's dispersion, 200 km/s by default), cut to the galaxy range, and the
-    stack is fitted with :func:`fit_stack`: non-negative weights times a
-    multiplicative Legendre polynomial of ``poly_degree`` (absorbing flux
-    calibration and extinction, so that templates are chosen for their lines, not
-    their continuum slope).  The ``n_basis`` templates with the largest weights are
-    kept (ties among zero weights in library order).
-
-    Returns
-    -------
-    ndarray of int, shape (n_basis,)
-        Sorted template indices.
-    """
-    from scipy.ndimage import gaussian_filter1d
-
-    n_pix = stack.size
-    broad = gaussian_filter1d(templates, sigma_kms / velscale, axis=1, mode="nearest")
-    design = broad[:, template_offset : template_offset + n_pix].T  # (n_pix, n_tpl)
-    weights, _, _ = fit_stack(stack, good, design, poly_degree)
-    order = np.argsort(-weights, kind="stable")
-    return np.sort(order[:n_basis])
 
 
 def _nanmedian(values: np.ndarray, good: np.ndarray) -> np.ndarray:

@@ -135,7 +135,6 @@ def einasto_refs(rho_2, r_2, alpha):
 
 
 def corenfw_refs(rho_s, r_s, r_c, n):
-    nfw = nfw_refs(rho_s, r_s)
     def mass(r):
         x = r / r_s
         return (4 * mpmath.pi * rho_s * r_s**3 * (mpmath.log(1 + x) - x / (1 + x))
