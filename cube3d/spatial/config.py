@@ -1,0 +1,106 @@
+"""Settings of the spatial Gaussian-process stage (:class:`GPConfig`)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+from ..errors import InputError
+from .kernels import parse_kernel
+
+__all__ = ["GPConfig", "TIERS", "SOLVERS", "MEANS", "validate_gp_config"]
+
+TIERS = ("two_step", "joint_map", "nuts")
+SOLVERS = ("auto", "dense", "hsgp", "kronecker")
+MEANS = ("constant", "disk")
+
+
+class GPConfig(NamedTuple):
+    """How the kinematic fields are modelled on the sky.
+
+    Parameters
+    ----------
+    kernel : str
+        ``"matern32"``, ``"matern52"``, ``"expsquared"`` or a sum such as
+        ``"matern52+expsquared"`` (each term with its own amplitude and length scale).
+    separable : bool
+        Products of one-dimensional correlations along y and x (required by the
+        Kronecker solver) instead of functions of the Euclidean distance.
+    tier : str
+        ``"two_step"`` (per-spaxel Gaussian posteriors + GP, seconds), ``"joint_map"``
+        (spectra and GP prior optimised together, template weights profiled out) or
+        ``"nuts"`` (numpyro NUTS over fields and hyperparameters; small grids).
+    solver : str
+        ``"dense"`` (exact, tinygp, up to ``max_dense`` spaxels), ``"hsgp"``
+        (Hilbert-space reduced rank; memory ~ N), ``"kronecker"`` (exact separable
+        kernel on the grid; conjugate gradients), or ``"auto"`` (dense for at most
+        ``max_dense`` observed spaxels, else hsgp).
+    v_mean : str
+        Mean of the velocity field: ``"constant"`` or ``"disk"`` (arctan rotation curve).
+    scale_range : (float, float) or None
+        Prior range of the length scales in spaxels (log-uniform); default from one
+        spaxel (or what the Hilbert basis resolves) to twice the field's size.
+    boundary_factor : float
+        Hilbert-space box half-width in units of the grid half-width (> 1).
+    max_basis : int
+        Most Hilbert-space basis functions per axis (sets the smallest length scale
+        the hsgp solver accepts).
+    max_dense : int
+        Most observed spaxels for the dense solver (its memory grows like N^2).
+    fields : tuple of str or None
+        Which fitted parameters get a GP prior (default: all kinematic moments).
+    min_snr : float
+        Spaxels below this S/N are treated as unobserved by the two-step tier.
+    n_outer : int
+        Outer iterations of the joint-MAP tier (hyperparameter updates).
+    n_inner : int
+        Gauss-Newton steps of the fields per outer iteration (joint-MAP tier).
+    num_warmup, num_samples, num_chains : int
+        NUTS settings.
+    seed : int
+        Random seed (NUTS, posterior samples).
+    """
+
+    kernel: str = "matern52"
+    separable: bool = False
+    tier: str = "two_step"
+    solver: str = "auto"
+    v_mean: str = "constant"
+    scale_range: Optional[tuple] = None
+    boundary_factor: float = 1.5
+    max_basis: int = 36
+    max_dense: int = 2500
+    fields: Optional[tuple] = None
+    min_snr: float = 0.0
+    n_outer: int = 3
+    n_inner: int = 4
+    num_warmup: int = 300
+    num_samples: int = 300
+    num_chains: int = 1
+    seed: int = 0
+
+
+def validate_gp_config(config: GPConfig):
+    """Reject bad settings with a message naming the parameter; returns the KernelSpec."""
+    if not isinstance(config, GPConfig):
+        raise InputError(f"gp config: expected a GPConfig, got {type(config).__name__}")
+    spec = parse_kernel(config.kernel, config.separable)
+    if config.tier not in TIERS:
+        raise InputError(f"gp tier {config.tier!r}: use one of {', '.join(TIERS)}")
+    if config.solver not in SOLVERS:
+        raise InputError(f"gp solver {config.solver!r}: use one of {', '.join(SOLVERS)}")
+    if config.v_mean not in MEANS:
+        raise InputError(f"gp v_mean {config.v_mean!r}: use one of {', '.join(MEANS)}")
+    if config.scale_range is not None:
+        lo, hi = (float(v) for v in config.scale_range)
+        if not (0 < lo < hi):
+            raise InputError(f"gp scale_range={config.scale_range}: need 0 < min < max (spaxels)")
+    if not config.boundary_factor > 1.0:
+        raise InputError(f"gp boundary_factor={config.boundary_factor}: must exceed 1")
+    for name in ("max_basis", "max_dense", "n_outer", "n_inner", "num_warmup", "num_samples", "num_chains"):
+        v = getattr(config, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise InputError(f"gp {name}={v!r}: must be a positive integer")
+    if config.solver == "kronecker" and (not config.separable or spec.n_terms != 1):
+        raise InputError("gp solver 'kronecker' needs a single separable kernel term "
+                         "(separable=True, no sums); use solver='hsgp' or 'dense' for isotropic kernels or sums")
+    return spec

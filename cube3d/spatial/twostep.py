@@ -1,0 +1,167 @@
+"""Tier (a): per-spaxel Gaussian posteriors combined with GP priors on the fields.
+
+Each spaxel's fit gives a Gaussian (Laplace) posterior of its moments; treating the
+estimates as noisy observations ``y_i = f(x_i) + e_i``, ``e_i ~ N(0, err_i^2)``, of a
+field with a GP prior, the hyperparameters follow from the marginal likelihood
+(Rasmussen & Williams 2006, eq. 2.30) and the field from the GP posterior (eqs.
+2.22-2.24).  The dispersion is modelled as ``ln sigma`` (positive, and closer to
+Gaussian at low S/N: ``err(ln sigma) = err(sigma) / sigma``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..errors import InputError
+from .config import GPConfig, validate_gp_config
+from .hyper import FieldHyper, fit_hyperparameters, _MEANS
+from .means import mean_parameters
+from .solvers import hsgp_min_scale, make_solver
+
+__all__ = ["GPField", "GPResult", "gp_two_step", "field_data", "fit_field", "LOG_FIELDS"]
+
+LOG_FIELDS = ("SIGMA",)
+
+
+class GPField(NamedTuple):
+    """Posterior of one field (natural units: km/s for V and SIGMA)."""
+
+    name: str
+    mean: np.ndarray  # (ny, nx)
+    std: np.ndarray  # (ny, nx)
+    hyper: FieldHyper
+    solver: str
+    n_obs: int
+
+
+class GPResult(NamedTuple):
+    """Posterior maps of all fields, and how they were obtained."""
+
+    fields: dict
+    tier: str
+    config: GPConfig
+
+    def header_meta(self):
+        """Provenance for the maps file: tier, solver, kernel and every hyperparameter."""
+        meta = {"gp_tier": self.tier, "gp_kernel": self.config.kernel, "gp_separable": bool(self.config.separable)}
+        for name, f in self.fields.items():
+            key = name.lower()
+            meta[f"gp_{key}_solver"] = f.solver
+            meta[f"gp_{key}_logev"] = float(f.hyper.log_evidence)
+            for t, (a, s) in enumerate(zip(f.hyper.amp, f.hyper.scale)):
+                meta[f"gp_{key}_amp{t}"] = float(a)
+                meta[f"gp_{key}_scale{t}"] = float(s)
+            for k, v in f.hyper.mean_params.items():
+                meta[f"gp_{key}_mean_{k}"] = float(v)
+            if f.hyper.at_bound:
+                meta[f"gp_{key}_at_bound"] = ",".join(f.hyper.at_bound)
+        return meta
+
+
+def field_data(name, value, error, mask):
+    """Data and precision of one field in the GP's units (``ln sigma`` for SIGMA)."""
+    value, error = np.asarray(value, float), np.asarray(error, float)
+    ok = np.asarray(mask, bool) & np.isfinite(value) & np.isfinite(error) & (error > 0)
+    if name in LOG_FIELDS:
+        ok &= value > 0
+        y = np.log(np.where(ok, value, 1.0))
+        err = np.where(ok, error / np.where(ok, value, 1.0), 1.0)
+    else:
+        y, err = np.where(ok, value, 0.0), np.where(ok, error, 1.0)
+    w = np.where(ok, 1.0 / err**2, 0.0)
+    return y, w
+
+
+def _ranges(spec, shape, y, w, config, solver_name):
+    obs = w > 0
+    spread = max(float(np.std(y[obs])) if obs.sum() > 1 else 0.0, float(np.median(1 / np.sqrt(w[obs]))))
+    amp_range = (1e-3 * spread, 10.0 * spread)
+    user = config.scale_range is not None
+    if user:
+        scale_range = tuple(float(v) for v in config.scale_range)
+    else:
+        lo = 1.0
+        if solver_name == "hsgp" or (solver_name == "auto" and int(obs.sum()) > config.max_dense):
+            lo = max(lo, hsgp_min_scale(spec, shape, config))
+        scale_range = (lo, 2.0 * max(shape))
+    return amp_range, scale_range, user
+
+
+def fit_field(name, y, w, config: GPConfig, spec, mean_kind="constant"):
+    """Hyperparameters and posterior of one field from data ``y`` and precisions ``w``.
+
+    Returns ``(GPField in GP units, solver)``; raises when a user-given length-scale
+    range excludes the scale the data prefer.
+    """
+    shape = y.shape
+    amp_range, scale_range, user = _ranges(spec, shape, y, w, config, config.solver)
+    solver = make_solver(config.solver, spec, shape, w, config, scale_range[0])
+    mspec = mean_parameters(mean_kind, y, w, shape)
+    hyper = fit_hyperparameters(solver, spec, y, w, mean_kind, mspec, amp_range, scale_range)
+    if user:
+        hit = [b for b in hyper.at_bound if b.startswith("scale")]
+        if hit:
+            side = "shorter" if hit[0].endswith("min") else "longer"
+            raise InputError(
+                f"gp scale_range={config.scale_range}: the {name} field's length scale ran into the prior bound "
+                f"({hit[0]}); the data prefer a {side} scale, widen scale_range")
+    ny, nx = shape
+    yy, xx = jnp.mgrid[:ny, :nx]
+    mean_field = _MEANS[mean_kind](hyper.mean_params, yy, xx)
+    resid = jnp.asarray(np.where(w > 0, y, 0.0)) - mean_field
+    post_mean, post_var = solver.posterior(jnp.asarray(hyper.amp), jnp.asarray(hyper.scale), resid)
+    mean = np.asarray(mean_field + post_mean)
+    std = np.sqrt(np.maximum(np.asarray(post_var), 0.0))
+    return GPField(name, mean, std, hyper, solver.name, int(np.sum(w > 0))), solver
+
+
+def to_natural(field: GPField):
+    """GP units -> natural units (``exp`` for ln sigma, delta-method standard deviation)."""
+    if field.name in LOG_FIELDS:
+        m = np.exp(field.mean)
+        return field._replace(mean=m, std=m * field.std)
+    return field
+
+
+def gp_two_step(values, errors, mask, config: GPConfig = GPConfig()):
+    """Tier (a): GP posterior maps from per-spaxel estimates and their errors.
+
+    Parameters
+    ----------
+    values, errors : dict of str -> ndarray (ny, nx)
+        Per-spaxel estimates and 1-sigma errors (``"V"``, ``"SIGMA"`` in km/s,
+        ``"H3"``...).  Non-finite values or errors <= 0 count as unobserved.
+    mask : ndarray of bool (ny, nx)
+        Spaxels to use (False = unobserved; the GP still predicts there).
+    config : GPConfig
+
+    Returns
+    -------
+    GPResult
+        Posterior mean and standard deviation maps per field, hyperparameters.
+
+    Examples
+    --------
+    >>> res = gp_two_step({"V": v}, {"V": v_err}, np.ones(v.shape, bool))  # doctest: +SKIP
+    >>> res.fields["V"].mean.shape                                         # doctest: +SKIP
+    """
+    spec = validate_gp_config(config)
+    names = tuple(config.fields) if config.fields else tuple(values)
+    missing = [n for n in names if n not in values or n not in errors]
+    if missing:
+        raise InputError(f"gp fields {missing}: no per-spaxel values/errors for them (have {sorted(values)})")
+    shape = np.shape(values[names[0]])
+    if len(shape) != 2 or np.shape(mask) != shape:
+        raise InputError(f"gp: maps must be 2-D and the mask must match them, got {shape} and {np.shape(mask)}")
+    fields = {}
+    for name in names:
+        y, w = field_data(name, values[name], errors[name], mask)
+        if not np.any(w > 0):
+            raise InputError(f"gp field {name}: every spaxel is masked or has no usable error")
+        mean_kind = config.v_mean if name == "V" else "constant"
+        field, _ = fit_field(name, y, w, config, spec, mean_kind)
+        fields[name] = to_natural(field)
+    return GPResult(fields=fields, tier="two_step", config=config)
