@@ -44,7 +44,7 @@ from . import losvd
 from .errors import InputError
 from .linalg import bounded_least_squares, cholesky_solve, spd_inverse
 
-__all__ = ["FitConfig", "FitResult", "fit_spectra", "legendre_basis", "validate_config"]
+__all__ = ["local_quadratic", "FitConfig", "FitResult", "fit_spectra", "legendre_basis", "validate_config"]
 
 
 class FitConfig(NamedTuple):
@@ -421,6 +421,49 @@ def _good_fft_length(n):
     return best
 
 
+def _build_problem(templates, offset, n_pix, velscale, config, family):
+    """Arrays shared by all spectra of a fit: template transforms, bases, bounds, start."""
+    n_tpl_pix = templates.shape[1]
+    # Zero-pad so that a circular convolution does not wrap the largest LOSVD into the
+    # galaxy range (shift + 5 sigma on each side).
+    pad = int(np.ceil((config.v_range + 5 * config.sigma_max) / velscale))
+    n_fft = _good_fft_length(n_tpl_pix + pad)
+    tpl_ft = jnp.fft.rfft(jnp.asarray(templates), n_fft, axis=-1)
+    omega = 2.0 * np.pi * np.arange(n_fft // 2 + 1) / n_fft
+
+    mean_tpl = templates.mean(axis=0)
+    seg = mean_tpl[offset : offset + n_pix]
+    basis5 = legendre_basis(n_pix, 4)
+    cont = np.linalg.lstsq(basis5.T, seg, rcond=None)[0] @ basis5
+    # High-passed mean template at the start dispersion, for the cross-correlation.
+    xt = np.zeros(n_fft)
+    xt[:n_tpl_pix] = mean_tpl
+    xt[offset : offset + n_pix] -= cont
+    xt[:offset] -= cont[0]
+    xt[offset + n_pix : n_tpl_pix] -= cont[-1]
+    s0 = config.sigma_start / velscale
+    xt = np.fft.irfft(np.fft.rfft(xt) * np.exp(-0.5 * (omega * s0) ** 2), n_fft)
+
+    vmax_pix = config.v_range / velscale
+    lo_shape, hi_shape = _shape_bounds(family, config)
+    n_mult = max(config.mdegree, 0)
+    lower = np.concatenate([[-vmax_pix, 0.1], lo_shape, -np.ones(n_mult)])
+    upper = np.concatenate([[vmax_pix, config.sigma_max / velscale], hi_shape, np.ones(n_mult)])
+    problem = _Problem(
+        template_ft=tpl_ft,
+        omega=jnp.asarray(omega),
+        add_basis=jnp.asarray(legendre_basis(n_pix, config.degree) if config.degree >= 0 else np.zeros((0, n_pix))),
+        mult_basis=jnp.asarray(legendre_basis(n_pix, n_mult, start=1) if n_mult else np.zeros((0, n_pix))),
+        lower=jnp.asarray(lower),
+        upper=jnp.asarray(upper),
+        xcorr_template=jnp.asarray(xt),
+        xcorr_basis=jnp.asarray(basis5),
+        theta_start=jnp.asarray(np.concatenate([[0.0, 0.0], family.shape_start, np.zeros(n_mult)])),
+    )
+
+    return problem, n_fft, float(vmax_pix)
+
+
 def fit_spectra(spectra, ivar, templates, template_offset, velscale, config=FitConfig(),
                 v_start=None, progress=None):
     """Fit the LOSVD of many log-rebinned spectra, chunk by chunk.
@@ -464,59 +507,33 @@ def fit_spectra(spectra, ivar, templates, template_offset, velscale, config=FitC
         raise InputError(f"velscale must be positive, got {velscale}")
     family = validate_config(config)
     n_kin = len(family.param_names)
-
-    # Zero-pad so that a circular convolution does not wrap the largest LOSVD into the
-    # galaxy range (shift + 5 sigma on each side).
-    pad = int(np.ceil((config.v_range + 5 * config.sigma_max) / velscale))
-    n_fft = _good_fft_length(n_tpl_pix + pad)
-    tpl_ft = jnp.fft.rfft(jnp.asarray(templates), n_fft, axis=-1)
-    omega = 2.0 * np.pi * np.arange(n_fft // 2 + 1) / n_fft
-
-    mean_tpl = templates.mean(axis=0)
-    seg = mean_tpl[offset : offset + n_pix]
-    basis5 = legendre_basis(n_pix, 4)
-    cont = np.linalg.lstsq(basis5.T, seg, rcond=None)[0] @ basis5
-    # High-passed mean template at the start dispersion, for the cross-correlation.
-    xt = np.zeros(n_fft)
-    xt[:n_tpl_pix] = mean_tpl
-    xt[offset : offset + n_pix] -= cont
-    xt[:offset] -= cont[0]
-    xt[offset + n_pix : n_tpl_pix] -= cont[-1]
-    s0 = config.sigma_start / velscale
-    xt = np.fft.irfft(np.fft.rfft(xt) * np.exp(-0.5 * (omega * s0) ** 2), n_fft)
-
-    vmax_pix = config.v_range / velscale
-    lo_shape, hi_shape = _shape_bounds(family, config)
-    n_mult = max(config.mdegree, 0)
-    lower = np.concatenate([[-vmax_pix, 0.1], lo_shape, -np.ones(n_mult)])
-    upper = np.concatenate([[vmax_pix, config.sigma_max / velscale], hi_shape, np.ones(n_mult)])
-    problem = _Problem(
-        template_ft=tpl_ft,
-        omega=jnp.asarray(omega),
-        add_basis=jnp.asarray(legendre_basis(n_pix, config.degree) if config.degree >= 0 else np.zeros((0, n_pix))),
-        mult_basis=jnp.asarray(legendre_basis(n_pix, n_mult, start=1) if n_mult else np.zeros((0, n_pix))),
-        lower=jnp.asarray(lower),
-        upper=jnp.asarray(upper),
-        xcorr_template=jnp.asarray(xt),
-        xcorr_basis=jnp.asarray(basis5),
-        theta_start=jnp.asarray(np.concatenate([[0.0, 0.0], family.shape_start, np.zeros(n_mult)])),
-    )
+    problem, n_fft, vmax_pix = _build_problem(templates, offset, n_pix, velscale, config, family)
 
     use_xcorr = v_start is None
     v0 = np.zeros(n_spec) if v_start is None else np.broadcast_to(np.asarray(v_start, float) / velscale, (n_spec,))
     cfg = config._replace(sigma_start=config.sigma_start / velscale)
-    fn = _compiled_chunk_fn(cfg, family, n_kin, offset, n_pix, n_fft, use_xcorr, float(vmax_pix))
+    fn = _compiled_chunk_fn(cfg, family, n_kin, offset, n_pix, n_fft, use_xcorr, vmax_pix)
 
+    out = _run_chunks(lambda g, w, vs: fn(g, w, vs, problem), (spectra, ivar, v0), config, progress)
+    return _to_result(out, family, n_kin, n_tpl, config, velscale)
+
+
+def _run_chunks(fn, arrays, config, progress=None):
+    """Apply a compiled batched ``fn(*chunk_arrays) -> dict`` to fixed-size chunks of the
+    leading axis of ``arrays`` (zero-padded), on ``config.n_threads`` threads; returns
+    the concatenated outputs."""
+    n_spec = arrays[0].shape[0]
     chunk = max(1, min(int(config.chunk_size), n_spec))  # never pad a few spectra to a big chunk
     starts = list(range(0, n_spec, chunk))
 
     def run_chunk(start):
         stop = min(start + chunk, n_spec)
-        g = np.zeros((chunk, n_pix))
-        w = np.zeros((chunk, n_pix))
-        vs = np.zeros(chunk)
-        g[: stop - start], w[: stop - start], vs[: stop - start] = spectra[start:stop], ivar[start:stop], v0[start:stop]
-        res = fn(jnp.asarray(g), jnp.asarray(w), jnp.asarray(vs), problem)
+        padded = []
+        for arr in arrays:
+            z = np.zeros((chunk,) + arr.shape[1:])
+            z[: stop - start] = arr[start:stop]
+            padded.append(jnp.asarray(z))
+        res = fn(*padded)
         return {k: np.asarray(v)[: stop - start] for k, v in res.items()}
 
     if progress is not None:
@@ -535,11 +552,97 @@ def fit_spectra(spectra, ivar, templates, template_offset, velscale, config=FitC
             done = 0
             for out in pool.map(run_chunk, starts):
                 outputs.append(out)
-                done += len(out["chi2"])
+                done += len(next(iter(out.values())))
                 if progress is not None:
                     progress(done, n_spec)
-    out = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
-    return _to_result(out, family, n_kin, n_tpl, config, velscale)
+    return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+
+
+def _local_quadratic_one(galaxy, w, kin, problem, *, ft_fn, n_kin, offset, n_pix, n_fft):
+    """Profiled chi^2 of one spectrum at fixed kinematics, with its gradient and
+    Gauss-Newton Hessian with respect to the kinematics (linear weights profiled out).
+
+    By the envelope theorem the gradient of the profiled ``chi^2 / 2`` is ``-J^T W r``
+    with ``J`` the model's derivative at fixed weights; the Hessian is the Schur
+    complement of the linear block in the joint Gauss-Newton matrix, i.e. the inverse
+    of the kinematic block of the Laplace covariance (zero-weight templates held fixed).
+    """
+    n_tpl = problem.template_ft.shape[0]
+    kin = jnp.clip(kin, problem.lower[:n_kin], problem.upper[:n_kin])
+    conv = _convolve(problem, ft_fn, kin, offset, n_pix, n_fft)
+    coef, model, chi2, _, _ = _linear_solve(conv, jnp.ones(n_pix), problem, galaxy, w)
+    combined_ft = coef[:n_tpl] @ problem.template_ft
+    dlhat = _materialize(jax.jacfwd(lambda k: ft_fn(problem.omega, k))(kin))  # (n_freq, n_kin)
+    dfull = jnp.fft.irfft(combined_ft[None, :] * dlhat.T, n_fft, axis=-1)
+    jac = lax.dynamic_slice_in_dim(dfull, offset, n_pix, axis=-1)  # (n_kin, n_pix)
+    grad = -(jac * w[None, :]) @ (galaxy - model)
+    lin = jnp.concatenate([conv, problem.add_basis], axis=0)
+    cols = jnp.concatenate([jac, lin], axis=0)
+    n_lin = lin.shape[0]
+    fixed = jnp.concatenate([jnp.zeros(n_kin, bool), (jnp.arange(n_lin) < n_tpl) & (coef <= 0.0)])
+    norm = jnp.sqrt(jnp.sum(w[None, :] * cols**2, axis=1)) + 1e-30
+    scaled = cols / norm[:, None]
+    fisher = (scaled * w[None, :]) @ scaled.T
+    keep = ~fixed
+    fisher = jnp.where(keep[:, None] & keep[None, :], fisher, 0.0) + jnp.diag(jnp.where(keep, 0.0, 1.0))
+    cov = (spd_inverse(fisher) / (norm[:, None] * norm[None, :]))[:n_kin, :n_kin]
+    return dict(chi2=chi2, grad=grad, hess=spd_inverse(cov), cov=cov, model=model)
+
+
+def local_quadratic(spectra, ivar, templates, template_offset, velscale, kinematics, config=FitConfig()):
+    """Profiled chi^2, gradient and Gauss-Newton Hessian of many spectra at given kinematics.
+
+    The quadratic model of each spectrum's likelihood around ``kinematics`` that the
+    joint spatial fit (:mod:`cube3d.spatial.joint`) iterates on.  Template weights and
+    additive polynomials are re-solved (non-negative) at the given kinematics.
+
+    Parameters
+    ----------
+    spectra, ivar : array (n_spec, n_pix)
+    templates, template_offset, velscale
+        As for :func:`fit_spectra`.
+    kinematics : array (n_spec, n_kin)
+        V, sigma (km/s) and the shape parameters of ``config.family``; clipped to the
+        fit bounds.
+    config : FitConfig
+        ``mdegree`` must be 0 (multiplicative polynomials are not profiled here).
+
+    Returns
+    -------
+    dict
+        ``chi2`` (n_spec,) of chi^2; ``grad`` (n_spec, n_kin) of d(chi^2/2)/d theta;
+        ``hess`` (n_spec, n_kin, n_kin) of the Gauss-Newton Hessian of chi^2/2 and
+        ``cov`` its inverse, in the units of ``kinematics``; ``model`` (n_spec, n_pix).
+    """
+    spectra = np.asarray(spectra, dtype=np.float64)
+    ivar = np.asarray(ivar, dtype=np.float64)
+    templates = np.asarray(templates, dtype=np.float64)
+    family = validate_config(config)
+    if config.mdegree > 0:
+        raise InputError(f"mdegree={config.mdegree}: the joint spatial fit profiles additive polynomials only; use mdegree=0")
+    n_kin = len(family.param_names)
+    kinematics = np.asarray(kinematics, dtype=np.float64)
+    if kinematics.shape != (spectra.shape[0], n_kin):
+        raise InputError(f"kinematics: expected shape {(spectra.shape[0], n_kin)}, got {kinematics.shape}")
+    n_pix = spectra.shape[1]
+    offset = int(template_offset)
+    problem, n_fft, _ = _build_problem(templates, offset, n_pix, velscale, config, family)
+    units = np.ones(n_kin)
+    units[:2] = velscale
+    key = ("quadratic", config._replace(n_threads=None, sigma_start=0.0), n_kin, offset, n_pix, n_fft)
+    if key not in _COMPILED:
+        one = functools.partial(_local_quadratic_one, ft_fn=family.ft, n_kin=n_kin, offset=offset,
+                                n_pix=n_pix, n_fft=n_fft)
+        _COMPILED[key] = jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None)))
+    fn = _COMPILED[key]
+    out = _run_chunks(lambda g, w, k: fn(g, w, k, problem), (spectra, ivar, kinematics / units), config)
+    return dict(
+        chi2=out["chi2"],
+        grad=out["grad"] / units,
+        hess=out["hess"] / (units[:, None] * units[None, :]),
+        cov=out["cov"] * (units[:, None] * units[None, :]),
+        model=out["model"],
+    )
 
 
 def _to_result(out, family, n_kin, n_tpl, config, velscale):
