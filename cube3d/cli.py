@@ -7,6 +7,7 @@ standard error and exit with status 2, without a traceback; nothing is overwritt
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -14,6 +15,84 @@ from . import __version__
 from .constants import C_KMS
 from .errors import InputError
 
+#: settings of ``cube3d.spatial.GPConfig`` offered on the command line (kept equal to
+#: ``cube3d.spatial.config.TIERS``/``SOLVERS``/``MEANS``; not imported here so that
+#: ``cube3d --help`` does not load JAX)
+GP_TIERS = ("two_step", "joint_map", "nuts")
+GP_SOLVERS = ("auto", "dense", "hsgp", "kronecker")
+GP_MEANS = ("constant", "disk")
+#: GP options that only make sense with --gp (argparse dest -> option)
+_GP_OPTIONS = {"gp_tier": "--gp-tier", "gp_solver": "--gp-solver", "gp_kernel": "--gp-kernel",
+               "gp_separable": "--gp-separable", "gp_scale": "--gp-scale", "gp_v_mean": "--gp-v-mean",
+               "gp_min_snr": "--gp-min-snr"}
+#: Voronoi target S/N of ``cube3d demo`` without --gp
+DEMO_TARGET_SN = 15.0
+
+
+def _add_gp_options(p):
+    g = p.add_argument_group(
+        "spatial prior (Gaussian process)",
+        "Fit every spaxel alone, then put Gaussian-process priors over the sky on the kinematic fields "
+        "(V, ln sigma, h3...) so that noisy spaxels borrow strength from their neighbours. The main maps "
+        "become the GP posterior (V = mean, V_ERR = standard deviation, likewise SIGMA, H3...); the per-spaxel "
+        "fits move to V_SPAXEL, V_SPAXEL_ERR, ...; hyperparameters go to the header (CUBE3D GP_* cards).")
+    g.add_argument("--gp", action="store_true",
+                   help="turn the spatial prior on (per-spaxel fit, so not with --target-sn)")
+    g.add_argument("--gp-tier", choices=GP_TIERS, default=None,
+                   help="two_step (default): per-spaxel Gaussian posteriors + GP, seconds; joint_map: spectra and "
+                        "GP prior optimised together; nuts: numpyro sampling of fields and hyperparameters (small grids)")
+    g.add_argument("--gp-solver", choices=GP_SOLVERS, default=None,
+                   help="auto (default): dense up to 2500 observed spaxels, else hsgp; dense: exact, memory ~ N^2; "
+                        "hsgp: Hilbert-space reduced rank, memory ~ N; kronecker: exact on the grid, needs "
+                        "--gp-separable and a single kernel term")
+    g.add_argument("--gp-kernel", default=None, metavar="KERNEL",
+                   help="matern32, matern52 (default), expsquared, or a sum such as matern32+expsquared "
+                        "(each term with its own amplitude and length scale)")
+    g.add_argument("--gp-separable", action="store_true",
+                   help="products of 1-D correlations along y and x instead of functions of the distance")
+    g.add_argument("--gp-scale", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
+                   help="prior range of the length scales in spaxels (default: 1 spaxel, or what the hsgp basis "
+                        "resolves, to twice the field's size)")
+    g.add_argument("--gp-v-mean", choices=GP_MEANS, default=None,
+                   help="mean of the velocity field: constant (default) or disk (arctan rotation curve)")
+    g.add_argument("--gp-min-snr", type=float, default=None, metavar="SNR",
+                   help="spaxels below this S/N per pixel are unobserved for the GP, which still predicts there "
+                        "(default 0)")
+
+
+def gp_config_from_args(args):
+    """The :class:`cube3d.spatial.GPConfig` asked for on the command line, or None without ``--gp``.
+
+    Raises :class:`InputError` naming the option for a GP option given without ``--gp``
+    and for bad values (checked before any file is read).
+    """
+    if not args.gp:
+        given = [opt for dest, opt in _GP_OPTIONS.items() if getattr(args, dest) not in (None, False)]
+        if given:
+            raise InputError(f"{given[0]}: needs --gp (the spatial prior is off)")
+        return None
+    from .spatial import GPConfig, parse_kernel
+
+    kernel = args.gp_kernel if args.gp_kernel is not None else GPConfig().kernel
+    try:
+        spec = parse_kernel(kernel, args.gp_separable)
+    except InputError as exc:
+        raise InputError(f"--gp-kernel: {exc}") from None
+    solver = args.gp_solver or "auto"
+    if solver == "kronecker" and (not args.gp_separable or spec.n_terms != 1):
+        raise InputError("--gp-solver kronecker: needs --gp-separable and a single kernel term (no sums); "
+                         "use --gp-solver hsgp (any kernel) or dense (small grids)")
+    scale = None
+    if args.gp_scale is not None:
+        lo, hi = args.gp_scale
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+            raise InputError(f"--gp-scale {lo:g} {hi:g}: need 0 < MIN < MAX (length scales in spaxels)")
+        scale = (float(lo), float(hi))
+    min_snr = 0.0 if args.gp_min_snr is None else args.gp_min_snr
+    if not (math.isfinite(min_snr) and min_snr >= 0):
+        raise InputError(f"--gp-min-snr {min_snr:g}: must be a finite number >= 0")
+    return GPConfig(kernel=kernel, separable=bool(args.gp_separable), tier=args.gp_tier or "two_step",
+                    solver=solver, v_mean=args.gp_v_mean or "constant", scale_range=scale, min_snr=float(min_snr))
 
 
 def _add_fit_options(p, demo=False):
@@ -63,6 +142,7 @@ def _add_fit_options(p, demo=False):
     f.add_argument("--chunk-size", type=int, default=16,
                    help="spectra fitted per compiled batch; sets peak memory (default 16, fastest on CPU)")
     f.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines")
+    _add_gp_options(p)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,7 +163,8 @@ def build_parser():
 
     pf = sub.add_parser("fit", help="fit a FITS cube and write kinematic maps",
                         description="Fit every spaxel (or Voronoi bin) of a cube and write one FITS file of maps "
-                                    "(V, SIGMA, H3, H4, errors, CHI2, SNR, BINID, FLAG) with the cube's sky WCS.")
+                                    "(V, SIGMA, H3, H4, errors, CHI2, SNR, BINID, FLAG) with the cube's sky WCS; "
+                                    "with --gp, Gaussian-process spatial priors smooth the kinematic fields.")
     _add_fit_options(pf)
 
     pp = sub.add_parser("plot", help="plot a maps file", description="Draw the maps and a spectrum-plus-fit panel.")
@@ -95,7 +176,9 @@ def build_parser():
 
     pd = sub.add_parser("demo", help="fit the bundled real MUSE cutout (Abell 478 BCG) end to end",
                         description="Fit the bundled MUSE cutout of the Abell 478 brightest cluster galaxy with the "
-                                    "bundled MILES-HC templates, write maps and plots to --outdir.")
+                                    "bundled MILES-HC templates, write maps and plots to --outdir. Voronoi bins to "
+                                    f"S/N {DEMO_TARGET_SN:g} by default; with --gp every spaxel is fitted and a "
+                                    "Gaussian-process spatial prior gives the maps.")
     pd.add_argument("--outdir", default="cube3d_demo", help="output directory (default ./cube3d_demo)")
     from .datasets import CLUSTER_REDSHIFT, DEMO_REDSHIFT
 
@@ -103,7 +186,7 @@ def build_parser():
                     help=f"redshift (default {DEMO_REDSHIFT}, the galaxy's own; the cluster's catalogue value "
                          f"{CLUSTER_REDSHIFT} puts the galaxy at about -650 km/s)")
     _add_fit_options(pd, demo=True)
-    pd.set_defaults(target_sn=15.0, moments=2, overwrite=True)
+    pd.set_defaults(moments=2, overwrite=True)  # target S/N: DEMO_TARGET_SN unless --gp (_cmd_demo)
     return parser
 
 
@@ -143,8 +226,10 @@ def _check_output(path, overwrite, model_cube=False):
 
 def _run_fit(args, cube, templates, output, lsf):
     from .maps import write_maps
-    from .pipeline import model_cube, run_fit
+    from .pipeline import check_gp_request, model_cube, run_fit
 
+    gp = gp_config_from_args(args)
+    check_gp_request(gp, args.target_sn)
     _check_output(output, args.overwrite, args.model_cube)
     update, close = _progress(args.quiet)
     log = None if args.quiet else (lambda msg: print(f"cube3d: {msg}", file=sys.stderr))
@@ -156,7 +241,7 @@ def _run_fit(args, cube, templates, output, lsf):
             min_sn=args.min_sn, mask_emission=not args.no_emission_mask, n_basis=args.n_basis,
             moments=args.moments, losvd=args.losvd, degree=args.degree, mdegree=args.mdegree,
             clip_sigma=args.clip, sigma_start=args.sigma_start, chunk_size=args.chunk_size,
-            layout=args.layout, progress=update, log=log,
+            layout=args.layout, gp=gp, progress=update, log=log,
         )
     finally:
         close()
@@ -221,15 +306,20 @@ def _cmd_demo(args):
     except OSError as exc:
         raise InputError(f"--outdir: cannot create {outdir} ({exc.strerror or exc})") from None
     output = outdir / "maps.fits"
+    if args.target_sn is None and not args.gp:
+        args.target_sn = DEMO_TARGET_SN
     maps = _run_fit(args, datasets.demo_cube_path(), datasets.demo_templates_dir(), output,
                     args.lsf or datasets.demo_lsf_path())
     plot_maps(maps, outdir / "maps.png")
     plot_spectrum_fit(maps, outdir / "spectrum.png")
     v, s = maps.maps["V"], maps.maps["SIGMA"]
     good = maps.maps["FLAG"] == 0
+    fitted = f"{int((maps.maps['BINID'] >= 0).sum())} spaxels in {int(maps.maps['BINID'].max()) + 1} bins"
+    if args.gp:
+        fitted = (f"{int((maps.maps['BINID'] >= 0).sum())} spaxels fitted one by one, then a GP spatial prior "
+                  f"({maps.meta.get('gp_tier')}, {maps.meta.get('gp_kernel')}); GP maps")
     print(
-        f"cube3d demo: {int((maps.maps['BINID'] >= 0).sum())} spaxels in "
-        f"{int(maps.maps['BINID'].max()) + 1} bins; median V = {np.nanmedian(v[good]):.0f} km/s, "
+        f"cube3d demo: {fitted}; median V = {np.nanmedian(v[good]):.0f} km/s, "
         f"median sigma = {np.nanmedian(s[good]):.0f} km/s (relative to z = {args.redshift}); "
         f"wrote {output}, {outdir / 'maps.png'}, {outdir / 'spectrum.png'}"
     )

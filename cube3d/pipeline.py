@@ -5,13 +5,22 @@
 ...                         redshift=0.0857, target_sn=15, moments=2)   # doctest: +SKIP
 >>> maps.maps["V"].shape                                                 # doctest: +SKIP
 (20, 20)
+
+With a Gaussian-process spatial prior on the kinematic fields (:mod:`cube3d.spatial`),
+every spaxel is fitted alone first and the GP posterior then replaces the main maps:
+
+>>> from cube3d.spatial import GPConfig
+>>> maps, prepared, result = pipeline.run_fit(datasets.demo_cube_path(), datasets.demo_templates_dir(),
+...                                           redshift=0.0857, moments=2, gp=GPConfig())  # doctest: +SKIP
+>>> sorted(n for n in maps.maps if n.startswith("V"))                                  # doctest: +SKIP
+['V', 'V_ERR', 'V_SPAXEL', 'V_SPAXEL_ERR']
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
@@ -31,7 +40,10 @@ from .precision import enable_x64
 from .prepare import PreparedData, prepare_cube
 from .templates import load_templates
 
-__all__ = ["run_fit", "result_to_maps", "model_cube"]
+if TYPE_CHECKING:  # the spatial stage (and tinygp) is imported only when a GP is asked for
+    from .spatial import GPConfig
+
+__all__ = ["run_fit", "run_fit_gp", "result_to_maps", "model_cube", "check_gp_request"]
 
 
 def result_to_maps(prepared: PreparedData, result: FitResult, config: FitConfig, wcs, meta: dict,
@@ -141,14 +153,36 @@ def run_fit(
     chunk_size: int = 16,
     layout: str = "auto",
     keep_spectra: bool = True,
+    gp: Optional[GPConfig] = None,
+    return_gp: bool = False,
     progress: Optional[Callable[[int, int], None]] = None,
     log: Optional[Callable[[str], None]] = None,
 ):
     """Read a cube, prepare it, fit every spaxel or bin, and return the maps.
 
-    Parameters mirror the command line (``cube3d fit --help``).  Returns
-    ``(maps, prepared, result)``: the :class:`~cube3d.maps.KinematicMaps`, the
-    :class:`~cube3d.prepare.PreparedData` and the :class:`~cube3d.fit.FitResult`.
+    The parameters not listed below mirror the command line (``cube3d fit --help``).
+
+    Parameters
+    ----------
+    gp : cube3d.spatial.GPConfig, optional
+        Put a Gaussian-process spatial prior on the kinematic fields
+        (:func:`cube3d.spatial.run_gp`): every spaxel is fitted alone (no Voronoi
+        binning: ``target_sn`` must be None), then the GP posterior mean and standard
+        deviation become ``V``, ``V_ERR``, ``SIGMA``, ... and the per-spaxel estimates
+        move to ``V_SPAXEL``, ``V_SPAXEL_ERR``, ...; the hyperparameters go to
+        ``maps.meta`` (``gp_*`` keys, :meth:`cube3d.spatial.GPResult.header_meta`).
+        ``FLAG``, ``CHI2``, ``SNR`` and the spectra stay those of the per-spaxel fit.
+    return_gp : bool
+        Also return the :class:`cube3d.spatial.GPResult` (needs ``gp``).
+
+    Returns
+    -------
+    maps : KinematicMaps
+    prepared : PreparedData
+    result : FitResult
+        The per-spaxel (or per-bin) fit.
+    gp_result : cube3d.spatial.GPResult
+        Only with ``return_gp=True``.
     """
     if not (isinstance(template_fwhm, (int, float, np.integer, np.floating)) and np.isfinite(template_fwhm)
             and template_fwhm > 0):
@@ -158,6 +192,9 @@ def run_fit(
         sigma_start=sigma_start, chunk_size=chunk_size,
     )
     validate_config(config)  # before any file is read
+    check_gp_request(gp, target_sn)
+    if return_gp and gp is None:
+        raise InputError("return_gp: needs gp (a cube3d.spatial.GPConfig)")
     enable_x64()
     say = log or (lambda msg: None)
     t0 = time.perf_counter()
@@ -197,4 +234,90 @@ def run_fit(
         "software": f"cube3d {__version__}",
     }
     maps = result_to_maps(prepared, result, config, cube.wcs, meta, min_sn=min_sn, keep_spectra=keep_spectra)
-    return maps, prepared, result
+    if gp is None:
+        return maps, prepared, result
+    maps, gp_result = _apply_gp(maps, prepared, result, config, gp, say, t0)
+    return (maps, prepared, result, gp_result) if return_gp else (maps, prepared, result)
+
+
+def run_fit_gp(cube_path, templates, redshift, gp: Optional[GPConfig] = None, **options):
+    """:func:`run_fit` with a GP spatial prior; returns ``(maps, prepared, result, gp_result)``.
+
+    Parameters
+    ----------
+    cube_path, templates, redshift
+        As for :func:`run_fit`.
+    gp : cube3d.spatial.GPConfig, optional
+        Settings of the spatial stage (default ``GPConfig()``: two-step tier,
+        Matern-5/2 kernel, automatic solver).
+    **options
+        Any other keyword of :func:`run_fit` (``moments``, ``lsf``, ...).
+
+    Returns
+    -------
+    maps, prepared, result
+        As for :func:`run_fit` with ``gp``.
+    gp_result : cube3d.spatial.GPResult
+        Posterior fields and hyperparameters.
+    """
+    from .spatial import GPConfig
+
+    options.pop("return_gp", None)
+    return run_fit(cube_path, templates, redshift, gp=GPConfig() if gp is None else gp, return_gp=True, **options)
+
+
+# tier -> module implementing it (the two-step tier ships with cube3d.spatial itself)
+_GP_TIER_MODULES = {"joint_map": "cube3d.spatial.joint", "nuts": "cube3d.spatial.nuts"}
+
+
+def check_gp_request(gp, target_sn=None):
+    """Reject, before any file is read, a GP request the pipeline cannot serve.
+
+    Parameters
+    ----------
+    gp : cube3d.spatial.GPConfig or None
+        None: nothing to check.
+    target_sn : float or None
+        The GP needs one spectrum per spaxel, so Voronoi binning is refused.
+
+    Raises
+    ------
+    InputError
+        Binning requested, a bad setting (:func:`cube3d.spatial.validate_gp_config`),
+        or a tier whose module is not installed.
+    """
+    if gp is None:
+        return
+    from importlib.util import find_spec
+
+    from .spatial import validate_gp_config
+
+    if target_sn is not None:
+        raise InputError("gp: the spatial prior fits every spaxel; drop target_sn / --target-sn")
+    validate_gp_config(gp)
+    module = _GP_TIER_MODULES.get(gp.tier)
+    if module is not None and find_spec(module) is None:
+        raise InputError(f"gp tier {gp.tier!r}: not available in this installation ({module} is missing); "
+                         "use tier 'two_step'")
+
+
+def _apply_gp(maps, prepared, result, config, gp, say, t0):
+    """Run the spatial stage on a per-spaxel fit and swap its posterior into the maps."""
+    from .spatial import gp_maps, run_gp
+
+    t_gp = time.perf_counter()
+    gp_result = run_gp(prepared, result, config, gp, log=say)
+    parts = []
+    for name, f in gp_result.fields.items():
+        amp = ", ".join(f"{a:.3g}" for a in f.hyper.amp)
+        scale = ", ".join(f"{v:.3g}" for v in f.hyper.scale)
+        bound = f"; at prior bound: {', '.join(f.hyper.at_bound)}" if f.hyper.at_bound else ""
+        amp_unit = " km/s" if name == "V" else ""  # SIGMA's GP is over ln sigma (cube3d.spatial.twostep)
+        parts.append(f"{name} {f.solver} on {f.n_obs} spaxels (amp {amp}{amp_unit}, scale {scale} spaxels{bound})")
+    say(f"gp {gp_result.tier} ({gp.kernel}{', separable' if gp.separable else ''}): " + "; ".join(parts)
+        + f" in {time.perf_counter() - t_gp:.1f} s [{time.perf_counter() - t0:.1f} s]")
+    out = gp_maps(maps, gp_result)
+    meta = dict(out.meta)
+    meta.update({"gp_solver": gp.solver, "gp_v_mean": gp.v_mean, "gp_min_snr": float(gp.min_snr),
+                 "gp_scale_range": None if gp.scale_range is None else [float(v) for v in gp.scale_range]})
+    return KinematicMaps(maps=out.maps, units=out.units, wcs=out.wcs, meta=meta, spectra=out.spectra), gp_result

@@ -15,6 +15,12 @@ Colour scales:
 * ``BINID``, ``FLAG``: categorical.
 
 NaN spaxels (not fitted) are drawn light grey.
+
+Maps files written with a Gaussian-process spatial prior (``cube3d fit --gp``: ``V`` is the
+GP posterior mean, ``V_SPAXEL`` the per-spaxel fit) are drawn one row per quantity:
+per-spaxel estimate | GP posterior mean | GP posterior standard deviation (with
+``errors=True`` also the per-spaxel error before the GP one).  The two estimates of one
+quantity, and the two errors, share one colour scale, computed from both maps together.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import numpy as np
 from cube3d.errors import InputError
 from cube3d.maps import KinematicMaps
 
-__all__ = ["plot_maps", "plot_spectrum_fit", "map_limits", "default_quantities", "brightest_bin"]
+__all__ = ["plot_maps", "maps_figure", "plot_spectrum_fit", "map_limits", "default_quantities", "gp_quantities",
+           "brightest_bin"]
 
 _GH_RE = re.compile(r"^H(\d+)$")
 _BAD_COLOUR = "0.85"
@@ -42,6 +49,32 @@ def default_quantities(maps, errors=False):
     if errors:
         base += [n + "_ERR" for n in base if n + "_ERR" in maps.maps]
     return base
+
+
+def gp_quantities(maps, errors=False):
+    """Panel rows of a GP maps file: one ``[(map name, title), ...]`` per kinematic quantity.
+
+    Returns an empty list when ``maps`` holds no ``<NAME>_SPAXEL`` map (not a GP file).
+    Each row is ``NAME_SPAXEL`` (per-spaxel fit), ``NAME`` (GP posterior mean),
+    [``NAME_SPAXEL_ERR``,] ``NAME_ERR`` (GP posterior standard deviation); maps absent
+    from the file are left out of the row.
+    """
+    rows = []
+    for name in ("V", "SIGMA", "H3", "H4", "H5", "H6"):
+        if f"{name}_SPAXEL" not in maps.maps or name not in maps.maps:
+            continue
+        row = [(f"{name}_SPAXEL", f"{name} (per spaxel)"), (name, f"{name} (GP)")]
+        if errors and f"{name}_SPAXEL_ERR" in maps.maps:
+            row.append((f"{name}_SPAXEL_ERR", f"{name}_ERR (per spaxel)"))
+        if f"{name}_ERR" in maps.maps:
+            row.append((f"{name}_ERR", f"{name}_ERR (GP)"))
+        rows.append(row)
+    return rows
+
+
+def _base_name(name):
+    """Colour-scale family of a map name: ``V_SPAXEL`` -> ``V``, ``V_SPAXEL_ERR`` -> ``V_ERR``."""
+    return name.replace("_SPAXEL", "")
 
 
 def map_limits(name, values, v_reference=0.0):
@@ -118,9 +151,11 @@ def plot_maps(maps, path, quantities=None, errors=False, sky_axes=True, v_refere
     path : str or os.PathLike
         Output image; the format follows the suffix (``.png``, ``.pdf``, ...).
     quantities : sequence of str, optional
-        Map names to draw, in order; default V, SIGMA, H3, H4 (H5, H6) present.
+        Map names to draw, in order; default V, SIGMA, H3, H4 (H5, H6) present, or for
+        a GP maps file the per-spaxel | GP | GP error rows (:func:`gp_quantities`).
     errors : bool, optional
-        With the default quantities, add their ``_ERR`` maps.
+        With the default quantities, add their ``_ERR`` maps (GP files: the per-spaxel
+        errors next to the GP ones).
     sky_axes : bool, optional
         RA/Dec axes from the maps' WCS (matplotlib WCSAxes); pixel axes when False.
     v_reference : float or "median", optional
@@ -137,42 +172,68 @@ def plot_maps(maps, path, quantities=None, errors=False, sky_axes=True, v_refere
     --------
     >>> plot_maps(read_maps("maps.fits"), "maps.png")  # doctest: +SKIP
     """
+    path = _check_out(path) if isinstance(maps, KinematicMaps) else path
+    fig = maps_figure(maps, quantities=quantities, errors=errors, sky_axes=sky_axes, v_reference=v_reference)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def maps_figure(maps, quantities=None, errors=False, sky_axes=True, v_reference=0.0):
+    """The figure :func:`plot_maps` saves (a matplotlib ``Figure`` on an Agg canvas).
+
+    Parameters are those of :func:`plot_maps`.  Panels are titled with their map name
+    (``"V"``), or for a GP file ``"V (per spaxel)"``, ``"V (GP)"``, ``"V_ERR (GP)"``.
+    """
     if not isinstance(maps, KinematicMaps):
         raise InputError("plot_maps: 'maps' must be a KinematicMaps")
-    path = _check_out(path)
-    names = list(quantities) if quantities is not None else default_quantities(maps, errors)
-    unknown = [n for n in names if n not in maps.maps]
-    if unknown or not names:
-        raise InputError(f"plot_maps: quantities {unknown or names} not in the maps (have {list(maps.maps)})")
     if v_reference == "median":
         v = maps.maps.get("V", np.array([np.nan]))
         v_reference = float(np.nanmedian(v)) if np.isfinite(v).any() else 0.0
     elif not isinstance(v_reference, (int, float)) or not math.isfinite(v_reference):
         raise InputError(f"plot_maps: 'v_reference' must be a finite number or 'median', got {v_reference!r}")
+    rows = gp_quantities(maps, errors) if quantities is None else []
+    if rows:  # GP file: one row per quantity, shared colour scales within a row
+        ncols = max(len(r) for r in rows)
+        panels = []
+        for r, row in enumerate(rows):
+            family = {}
+            for name, _ in row:
+                family.setdefault(_base_name(name), []).append(np.asarray(maps.maps[name], float).ravel())
+            limits = {b: map_limits(b, np.concatenate(arrs), v_reference) for b, arrs in family.items()}
+            panels += [(r * ncols + c, name, title, limits[_base_name(name)]) for c, (name, title) in enumerate(row)]
+        nrows = len(rows)
+    else:
+        names = list(quantities) if quantities is not None else default_quantities(maps, errors)
+        unknown = [n for n in names if n not in maps.maps]
+        if unknown or not names:
+            raise InputError(f"plot_maps: quantities {unknown or names} not in the maps (have {list(maps.maps)})")
+        ncols = min(4, len(names))
+        nrows = math.ceil(len(names) / ncols)
+        panels = [(i, n, n, map_limits(n, np.asarray(maps.maps[n], float), v_reference)) for i, n in enumerate(names)]
 
     import matplotlib
 
-    ncols = min(4, len(names))
-    nrows = math.ceil(len(names) / ncols)
     fig = _new_figure((3.9 * ncols, 3.5 * nrows + 0.4))
     title = "cube3d kinematic maps"
+    if rows:
+        title += (f": per-spaxel fit vs Gaussian-process prior ({maps.meta.get('gp_tier', '?')}, "
+                  f"{maps.meta.get('gp_kernel', '?')})")
     if "redshift" in maps.meta:
         title += f" (V relative to z = {maps.meta['redshift']})"
     if v_reference != 0:
         title += f"; V colours centred on {v_reference:.0f} km/s"
     fig.suptitle(title, fontsize=10)
-    for i, name in enumerate(names):
+    for i, name, panel_title, (cmap_name, vmin, vmax) in panels:
         kw = {"projection": maps.wcs} if sky_axes else {}
         ax = fig.add_subplot(nrows, ncols, i + 1, **kw)
         data = np.asarray(maps.maps[name], dtype=np.float64)
-        cmap_name, vmin, vmax = map_limits(name, data, v_reference)
         cmap = matplotlib.colormaps[cmap_name].with_extremes(bad=_BAD_COLOUR)
         im = ax.imshow(np.ma.masked_invalid(data), origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
                        interpolation="nearest")
         cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-        cb.set_label(_label(name, maps.units.get(name, "")), fontsize=9)
+        cb.set_label(_label(_base_name(name), maps.units.get(name, "")), fontsize=9)
         cb.ax.tick_params(labelsize=8)
-        ax.set_title(name, fontsize=10)
+        ax.set_title(panel_title, fontsize=10)
         if not np.isfinite(data).any():
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", fontsize=11)
         if sky_axes:
@@ -192,10 +253,10 @@ def plot_maps(maps, path, quantities=None, errors=False, sky_axes=True, v_refere
                 ax.set_ylabel("y [pixel]", fontsize=8)
             ax.tick_params(labelsize=7)
     right = min(0.95, 1 - 0.6 / (3.9 * ncols))  # keep ~0.6 inch for the last colour-bar label
-    fig.subplots_adjust(left=0.08, right=right, bottom=0.1, top=0.88 if nrows == 1 else 0.92,
+    left = max(0.08, 1.2 / (3.9 * ncols))  # ~1.2 inch for the Dec tick labels and axis label
+    fig.subplots_adjust(left=left, right=right, bottom=0.1, top=0.88 if nrows == 1 else 0.92,
                         wspace=0.45, hspace=0.35)
-    fig.savefig(path, dpi=dpi)
-    return path
+    return fig
 
 
 def brightest_bin(maps):
@@ -307,6 +368,8 @@ def plot_spectrum_fit(maps, path, bin_index=None, dpi=110):
         info.append(f"{int(sel.sum())} spaxel(s)")
         for name, fmt in (("V", "V = {:.0f}"), ("SIGMA", "sigma = {:.0f}"), ("CHI2", "chi2/dof = {:.2f}"),
                           ("SNR", "S/N = {:.1f}")):
+            if f"{name}_SPAXEL" in maps.maps:  # GP file: the fit drawn here is the per-spaxel one
+                name = f"{name}_SPAXEL"
             if name in maps.maps and sel.any():
                 val = float(np.asarray(maps.maps[name])[sel][0])
                 if math.isfinite(val):
