@@ -43,10 +43,12 @@ class GPResult(NamedTuple):
     fields: dict
     tier: str
     config: GPConfig
+    diagnostics: dict = {}
 
     def header_meta(self):
         """Provenance for the maps file: tier, solver, kernel and every hyperparameter."""
         meta = {"gp_tier": self.tier, "gp_kernel": self.config.kernel, "gp_separable": bool(self.config.separable)}
+        meta.update(self.diagnostics or {})
         for name, f in self.fields.items():
             key = name.lower()
             meta[f"gp_{key}_solver"] = f.solver

@@ -1,0 +1,167 @@
+"""Tier (b): joint MAP of all spaxels' spectra and the GP priors on the fields.
+
+The objective is ``sum_i chi2_i(theta_i) / 2 - sum_k ln N(f_k | mu_k, K_k)`` over the
+moment fields ``f_k`` (V, ln sigma, h3, ...) with each spectrum's template weights and
+additive polynomial profiled out (re-solved, non-negative, at every evaluation).
+
+Fields step by Gauss-Newton with the diagonal of each spaxel's kinematic Hessian
+``H_i``: the step solves ``(D + K^-1) delta = -(g + K^-1 (f - mu))`` with
+``D = diag(H_kk)``, which is the GP posterior mean given pseudo-data
+``y = f - g / H_kk`` of precision ``H_kk`` (Rasmussen & Williams 2006, Sect. 3.4.1, the
+same Newton form as their eq. 3.18 for non-Gaussian likelihoods).  Its fixed point is the
+exact joint mode.  Hyperparameters are updated between rounds from the Laplace
+approximation of the marginal likelihood: each spectrum's likelihood as a Gaussian about
+its Newton point ``f - H^-1 g`` with the marginal variances ``(H^-1)_kk`` (the two-step
+tier's data, re-linearised where the prior has pulled the fields).  The reported
+standard deviations are the GP posterior's with those marginal variances.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..errors import InputError
+from ..fit import local_quadratic
+from .config import GPConfig, validate_gp_config
+from .hyper import _MEANS
+from .solvers import make_solver
+from .twostep import LOG_FIELDS, GPResult, fit_field, gp_two_step, to_natural
+
+__all__ = ["gp_joint_map"]
+
+
+def _natural(name, f):
+    return np.exp(f) if name in LOG_FIELDS else f
+
+
+def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig, values, errors, ok, log=None):
+    """Joint MAP of spectra + GP priors; starts from the two-step solution.
+
+    Parameters
+    ----------
+    prepared : cube3d.prepare.PreparedData
+        One spectrum per spaxel (``bin_id`` gives its row).
+    fit_result : cube3d.fit.FitResult
+        The per-spaxel fit.
+    fit_config : cube3d.fit.FitConfig
+        ``mdegree`` must be 0.
+    gp_config : GPConfig
+        ``n_outer`` hyperparameter rounds of ``n_inner`` Gauss-Newton steps each.
+    values, errors, ok
+        Per-spaxel maps (from :func:`cube3d.spatial.apply.spaxel_estimates`): the
+        two-step start.
+    log : callable, optional
+
+    Returns
+    -------
+    GPResult
+        ``tier == "joint_map"``; ``diagnostics`` of the iterations in the fields'
+        hyperparameter records (``header_meta`` adds ``gp_steps`` and ``gp_last_step``).
+    """
+    spec = validate_gp_config(gp_config)
+    names = tuple(fit_result.param_names)
+    if gp_config.fields and tuple(gp_config.fields) != names:
+        raise InputError(f"gp tier 'joint_map' models every kinematic parameter {names}; leave fields unset")
+    if fit_config.mdegree > 0:
+        raise InputError(f"gp tier 'joint_map': mdegree={fit_config.mdegree} is not supported; use mdegree=0 or tier 'two_step'")
+    say = log or (lambda msg: None)
+    t0 = time.perf_counter()
+    start = gp_two_step(values, errors, ok, gp_config._replace(fields=None))
+    say(f"gp joint: two-step start in {time.perf_counter() - t0:.1f} s")
+
+    bin_id = np.asarray(prepared.bin_id)
+    shape = bin_id.shape
+    has_spec = bin_id >= 0
+    rows = bin_id[has_spec]
+    usable = np.zeros(shape, bool)
+    usable[has_spec] = np.asarray(fit_result.n_good)[rows] > 10
+    ny, nx = shape
+    yy, xx = jnp.mgrid[:ny, :nx]
+
+    # fields in GP units on the grid
+    f = {}
+    hyper = {}
+    for name in names:
+        g = start.fields[name]
+        f[name] = np.log(g.mean) if name in LOG_FIELDS else np.array(g.mean)
+        hyper[name] = g.hyper
+
+    def quadratic():
+        theta = np.stack([_natural(n, f[n])[has_spec] for n in names], axis=1)
+        order = np.argsort(rows)
+        kin = np.zeros((prepared.n_spec, len(names)))
+        kin[rows[order]] = theta[order]
+        q = local_quadratic(prepared.spectra, prepared.ivar, prepared.templates, prepared.template_offset,
+                            prepared.velscale, kin, fit_config)
+        jac = np.ones(len(names))
+        grad = np.zeros((ny, nx, len(names)))
+        hess = np.zeros((ny, nx, len(names), len(names)))
+        grad[has_spec] = q["grad"][rows]
+        hess[has_spec] = q["hess"][rows]
+        for k, n in enumerate(names):
+            if n in LOG_FIELDS:  # d/d ln s = s d/ds (Gauss-Newton: no second-derivative term)
+                s = _natural(n, f[n])
+                grad[..., k] *= s
+                hess[..., k, :] *= s[..., None]
+                hess[..., :, k] *= s[..., None]
+        grad[~usable] = 0.0
+        hess[~usable] = 0.0
+        return float(np.sum(q["chi2"][rows[usable[has_spec]]])), grad, hess
+
+    def laplace_data(grad, hess, name, k):
+        """Each spectrum's likelihood as a Gaussian about its Newton point, marginal variance."""
+        good = usable & np.all(np.isfinite(hess), axis=(-1, -2))
+        cov = np.zeros_like(hess)
+        cov[good] = np.linalg.inv(hess[good])
+        newton = np.einsum("yxkl,yxl->yxk", cov, grad)
+        var = cov[..., k, k]
+        w = np.where(good & (var > 0), 1.0 / np.where(var > 0, var, 1.0), 0.0)
+        return np.where(w > 0, f[name] - newton[..., k], 0.0), w
+
+    def mean_field(name):
+        hp = hyper[name]
+        return np.asarray(_MEANS[gp_config.v_mean if name == "V" else "constant"](hp.mean_params, yy, xx))
+
+    steps = []
+    for outer in range(gp_config.n_outer):
+        if outer > 0:  # hyperparameters from the Laplace data at the current fields
+            _, grad, hess = quadratic()
+            for k, name in enumerate(names):
+                y, w = laplace_data(grad, hess, name, k)
+                field, _ = fit_field(name, y, w, gp_config, spec, gp_config.v_mean if name == "V" else "constant")
+                hyper[name] = field.hyper
+        for inner in range(gp_config.n_inner):
+            chi2, grad, hess = quadratic()
+            biggest = 0.0
+            for k, name in enumerate(names):
+                h = hess[..., k, k]
+                w = np.where(usable & (h > 0), h, 0.0)
+                y = np.where(w > 0, f[name] - grad[..., k] / np.where(w > 0, w, 1.0), 0.0)
+                hp = hyper[name]
+                solver = make_solver(gp_config.solver, spec, shape, w, gp_config, float(np.min(hp.scale)))
+                mu = mean_field(name)
+                post, _ = solver.posterior(jnp.asarray(hp.amp), jnp.asarray(hp.scale), jnp.asarray(y - mu))
+                new = mu + np.asarray(post)
+                std = start.fields[name].std / (start.fields[name].mean if name in LOG_FIELDS else 1.0)
+                biggest = max(biggest, float(np.nanmax(np.abs(new - f[name]) / np.maximum(std, 1e-12))))
+                f[name] = new
+            steps.append(biggest)
+            say(f"gp joint: round {outer + 1} step {inner + 1}: chi2 {chi2:.1f}, largest change {biggest:.3f} sigma")
+
+    # posterior standard deviation at the mode: Laplace data there, final hyperparameters
+    chi2, grad, hess = quadratic()
+    fields = {}
+    for k, name in enumerate(names):
+        y, w = laplace_data(grad, hess, name, k)
+        hp = hyper[name]
+        solver = make_solver(gp_config.solver, spec, shape, w, gp_config, float(np.min(hp.scale)))
+        _, var = solver.posterior(jnp.asarray(hp.amp), jnp.asarray(hp.scale), jnp.asarray(y - mean_field(name)))
+        std = np.sqrt(np.maximum(np.asarray(var), 0.0))
+        fields[name] = to_natural(start.fields[name]._replace(
+            mean=f[name], std=std, hyper=hp, solver=solver.name, n_obs=int(np.sum(w > 0))))
+    say(f"gp joint: done in {time.perf_counter() - t0:.1f} s, total chi2 {chi2:.1f}")
+    diagnostics = {"gp_steps": len(steps), "gp_last_step": float(steps[-1]) if steps else 0.0, "gp_chi2": chi2}
+    return GPResult(fields=fields, tier="joint_map", config=gp_config, diagnostics=diagnostics)
