@@ -103,10 +103,12 @@ def result_to_maps(prepared: PreparedData, result: FitResult, config: FitConfig,
 
 
 def _at_bound(result: FitResult, config: FitConfig, velscale: float):
-    """Spectra with a kinematic parameter at its fit bound (sigma or |h_m|)."""
+    """Spectra with a kinematic parameter at its fit bound (|V|, sigma or |h_m|)."""
     k_sig = result.param_names.index("SIGMA")
     sig = result.params[:, k_sig]
     flags = (sig <= 0.1 * velscale * (1 + 1e-6)) | (sig >= config.sigma_max * (1 - 1e-6))
+    k_v = result.param_names.index("V")
+    flags |= np.abs(result.params[:, k_v]) >= config.v_range * (1 - 1e-6)
     if config.family == "gauss_hermite":
         h = result.params[:, 2:]
         flags |= np.any(np.abs(h) >= config.h_bound * (1 - 1e-6), axis=1)

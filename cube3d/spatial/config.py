@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
+import numpy as np
+
 from ..errors import InputError
 from .kernels import parse_kernel
 
@@ -50,6 +52,14 @@ class GPConfig(NamedTuple):
         Which fitted parameters get a GP prior (default: all kinematic moments).
     min_snr : float
         Spaxels below this S/N are treated as unobserved by the two-step tier.
+    noise_scale_range : (float, float) or None
+        Two-step tier: prior range of a factor on the per-spaxel errors, inferred with
+        the other hyperparameters (Laplace errors at low S/N are approximate); None
+        takes the errors as given.  The joint tier uses the spectra's own noise.
+    clip : float or None
+        Two-step tier: spaxels whose estimate lies more than ``clip`` standard
+        deviations (error and posterior combined) from the GP prediction are
+        refitted as unobserved, once (catastrophic per-spaxel fits).
     n_outer : int
         Outer iterations of the joint-MAP tier (hyperparameter updates).
     n_inner : int
@@ -71,6 +81,8 @@ class GPConfig(NamedTuple):
     max_dense: int = 2500
     fields: Optional[tuple] = None
     min_snr: float = 0.0
+    noise_scale_range: Optional[tuple] = (0.5, 5.0)
+    clip: Optional[float] = 5.0
     n_outer: int = 3
     n_inner: int = 4
     num_warmup: int = 300
@@ -94,6 +106,14 @@ def validate_gp_config(config: GPConfig):
         lo, hi = (float(v) for v in config.scale_range)
         if not (0 < lo < hi):
             raise InputError(f"gp scale_range={config.scale_range}: need 0 < min < max (spaxels)")
+    if not (np.isfinite(config.min_snr) and config.min_snr >= 0):
+        raise InputError(f"gp min_snr={config.min_snr}: must be a finite number >= 0")
+    if config.noise_scale_range is not None:
+        lo, hi = (float(v) for v in config.noise_scale_range)
+        if not (0 < lo <= 1 <= hi):
+            raise InputError(f"gp noise_scale_range={config.noise_scale_range}: need 0 < min <= 1 <= max")
+    if config.clip is not None and not (np.isfinite(config.clip) and config.clip > 0):
+        raise InputError(f"gp clip={config.clip}: must be a positive number of standard deviations or None")
     if not config.boundary_factor > 1.0:
         raise InputError(f"gp boundary_factor={config.boundary_factor}: must exceed 1")
     for name in ("max_basis", "max_dense", "n_outer", "n_inner", "num_warmup", "num_samples", "num_chains"):

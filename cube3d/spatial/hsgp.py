@@ -136,34 +136,34 @@ def _expand(basis, coef):
     return basis.phi_y @ c @ basis.phi_x.T
 
 
-def _factor(pre, s):
+def _factor(pre, s, noise_scale):
     m = s.size
-    prec = jnp.eye(m) + s[:, None] * pre.gram * s[None, :]
+    prec = jnp.eye(m) + s[:, None] * pre.gram * s[None, :] / noise_scale**2
     return jnp.linalg.cholesky(prec)
 
 
-def log_evidence(spec, basis, pre, amp, scale, resid):
-    """log N(resid | 0, Phi S Phi^T + W^-1) over the observed spaxels (Woodbury and the
-    matrix determinant lemma in the M-dimensional weight space)."""
+def log_evidence(spec, basis, pre, amp, scale, resid, noise_scale=1.0):
+    """log N(resid | 0, Phi S Phi^T + noise_scale^2 W^-1) over the observed spaxels
+    (Woodbury and the matrix determinant lemma in the M-dimensional weight space)."""
     s = spectral_weights(spec, basis, amp, scale)
-    chol = _factor(pre, s)
-    wr = jnp.where(pre.w > 0, pre.w * resid, 0.0)
+    chol = _factor(pre, s, noise_scale)
+    wr = jnp.where(pre.w > 0, pre.w * resid, 0.0) / noise_scale**2
     b = s * _project(basis, wr)
     v = jax.scipy.linalg.solve_triangular(chol, b, lower=True)
     quad = jnp.sum(wr * resid) - jnp.sum(v * v)
-    logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))) - pre.log_w_sum
+    logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))) - pre.log_w_sum + 2.0 * pre.n_obs * jnp.log(noise_scale)
     return -0.5 * (quad + logdet + pre.n_obs * jnp.log(2.0 * jnp.pi))
 
 
-def posterior(spec, basis, pre, amp, scale, resid, chunk=64):
+def posterior(spec, basis, pre, amp, scale, resid, noise_scale=1.0, chunk=64):
     """Posterior mean and variance of the field (ny, nx) given the residual data.
 
     The variance is ``diag(Phi B^T B Phi^T)`` with ``B = chol^-1 diag(s)``, summed over
     rows of ``B`` in chunks so memory stays ``O(N chunk)``.
     """
     s = spectral_weights(spec, basis, amp, scale)
-    chol = _factor(pre, s)
-    wr = jnp.where(pre.w > 0, pre.w * resid, 0.0)
+    chol = _factor(pre, s, noise_scale)
+    wr = jnp.where(pre.w > 0, pre.w * resid, 0.0) / noise_scale**2
     b = s * _project(basis, wr)
     u = jax.scipy.linalg.cho_solve((chol, True), b)
     mean = _expand(basis, s * u)

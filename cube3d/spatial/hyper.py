@@ -31,13 +31,16 @@ class FieldHyper(NamedTuple):
     mean_params: dict
     log_evidence: float
     at_bound: tuple  # names of parameters that ended on their prior bound
+    noise_scale: float = 1.0  # factor on the per-spaxel errors (1 = taken as given)
 
 
-def _layout(spec, amp_range, scale_range, mean_spec):
+def _layout(spec, amp_range, scale_range, mean_spec, noise_range):
     rows = []
     for t in range(spec.n_terms):
         rows.append((f"amp{t}", "log", amp_range[0], amp_range[1], None))
         rows.append((f"scale{t}", "log", scale_range[0], scale_range[1], None))
+    if noise_range is not None:
+        rows.append(("noise_scale", "log", noise_range[0], noise_range[1], 1.0))
     return rows + list(mean_spec)
 
 
@@ -70,11 +73,13 @@ def unpack(z, rows, n_terms):
         log_prior = log_prior + lj
     amp = jnp.stack([vals[f"amp{t}"] for t in range(n_terms)])
     scale = jnp.stack([vals[f"scale{t}"] for t in range(n_terms)])
+    noise = vals.pop("noise_scale", 1.0)
     mean = {k: v for k, v in vals.items() if not k.startswith(("amp", "scale"))}
-    return amp, scale, mean, log_prior
+    return amp, scale, mean, log_prior, noise
 
 
-def fit_hyperparameters(solver, spec, y, w, mean_kind, mean_spec, amp_range, scale_range, starts=(0.3, 0.6)):
+def fit_hyperparameters(solver, spec, y, w, mean_kind, mean_spec, amp_range, scale_range, starts=(0.3, 0.6),
+                        noise_range=None):
     """Maximise log evidence + log prior over amplitudes, length scales and mean parameters.
 
     Parameters
@@ -91,8 +96,12 @@ def fit_hyperparameters(solver, spec, y, w, mean_kind, mean_spec, amp_range, sca
         Prior ranges of the amplitudes (data units) and length scales (spaxels).
     starts : tuple of float
         Starting length scales as fractions of the log range (best optimum kept).
+    noise_range : (float, float) or None
+        Prior range of a factor on the per-spaxel errors (log-uniform); None keeps
+        the errors as given.  Laplace errors of low-S/N fits are only approximate; a
+        white-noise factor keeps a short length scale from absorbing their misfit.
     """
-    rows = _layout(spec, amp_range, scale_range, mean_spec)
+    rows = _layout(spec, amp_range, scale_range, mean_spec, noise_range)
     n_terms = spec.n_terms
     ny, nx = y.shape
     yy, xx = jnp.mgrid[:ny, :nx]
@@ -100,9 +109,9 @@ def fit_hyperparameters(solver, spec, y, w, mean_kind, mean_spec, amp_range, sca
     mean_fn = _MEANS[mean_kind]
 
     def objective(z):
-        amp, scale, mp, log_prior = unpack(z, rows, n_terms)
+        amp, scale, mp, log_prior, noise = unpack(z, rows, n_terms)
         resid = y_j - mean_fn(mp, yy, xx)
-        val = -(solver.log_evidence(amp, scale, resid) + log_prior)
+        val = -(solver.log_evidence(amp, scale, resid, noise) + log_prior)
         return jnp.where(jnp.isfinite(val), val, 1e300)
 
     vg = jax.jit(jax.value_and_grad(objective))
@@ -128,7 +137,7 @@ def fit_hyperparameters(solver, spec, y, w, mean_kind, mean_spec, amp_range, sca
         if best is None or res.fun < best.fun:
             best = res
     z = jnp.asarray(best.x)
-    amp, scale, mp, _ = unpack(z, rows, n_terms)
+    amp, scale, mp, _, noise = unpack(z, rows, n_terms)
     at_bound = []
     for i, (name, tr, lo, hi, _) in enumerate(rows):
         if tr != "free":
@@ -136,5 +145,6 @@ def fit_hyperparameters(solver, spec, y, w, mean_kind, mean_spec, amp_range, sca
             if s < 0.01 or s > 0.99:
                 at_bound.append(f"{name}={'min' if s < 0.5 else 'max'}")
     resid = y_j - mean_fn(mp, yy, xx)
-    log_ev = float(solver.log_evidence(amp, scale, resid))
-    return FieldHyper(np.asarray(amp), np.asarray(scale), {k: float(v) for k, v in mp.items()}, log_ev, tuple(at_bound))
+    log_ev = float(solver.log_evidence(amp, scale, resid, noise))
+    return FieldHyper(np.asarray(amp), np.asarray(scale), {k: float(v) for k, v in mp.items()}, log_ev,
+                      tuple(at_bound), float(noise))

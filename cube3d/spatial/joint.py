@@ -70,6 +70,8 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig, values, 
     say = log or (lambda msg: None)
     t0 = time.perf_counter()
     start = gp_two_step(values, errors, ok, gp_config._replace(fields=None))
+    # later rounds use the spectra's own noise: no error factor, no clipping
+    refit_config = gp_config._replace(noise_scale_range=None, clip=None)
     say(f"gp joint: two-step start in {time.perf_counter() - t0:.1f} s")
 
     bin_id = np.asarray(prepared.bin_id)
@@ -131,7 +133,7 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig, values, 
             _, grad, hess = quadratic()
             for k, name in enumerate(names):
                 y, w = laplace_data(grad, hess, name, k)
-                field, _ = fit_field(name, y, w, gp_config, spec, gp_config.v_mean if name == "V" else "constant")
+                field, _ = fit_field(name, y, w, refit_config, spec, gp_config.v_mean if name == "V" else "constant")
                 hyper[name] = field.hyper
         for inner in range(gp_config.n_inner):
             chi2, grad, hess = quadratic()
@@ -161,7 +163,7 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig, values, 
         _, var = solver.posterior(jnp.asarray(hp.amp), jnp.asarray(hp.scale), jnp.asarray(y - mean_field(name)))
         std = np.sqrt(np.maximum(np.asarray(var), 0.0))
         fields[name] = to_natural(start.fields[name]._replace(
-            mean=f[name], std=std, hyper=hp, solver=solver.name, n_obs=int(np.sum(w > 0))))
+            mean=f[name], std=std, hyper=hp, solver=solver.name, n_obs=int(np.sum(w > 0)), n_clipped=0))
     say(f"gp joint: done in {time.perf_counter() - t0:.1f} s, total chi2 {chi2:.1f}")
     diagnostics = {"gp_steps": len(steps), "gp_last_step": float(steps[-1]) if steps else 0.0, "gp_chi2": chi2}
     return GPResult(fields=fields, tier="joint_map", config=gp_config, diagnostics=diagnostics)

@@ -49,16 +49,17 @@ class DenseSolver:
         self.noise = jnp.asarray(1.0 / np.asarray(w).ravel()[self.obs])
         self.spec, self.shape = spec, shape
 
-    def _gp(self, amp, scale):
+    def _gp(self, amp, scale, noise_scale):
         from tinygp import GaussianProcess
 
-        return GaussianProcess(tinygp_kernel(self.spec, amp, scale), self.points[self.obs], diag=self.noise)
+        return GaussianProcess(tinygp_kernel(self.spec, amp, scale), self.points[self.obs],
+                               diag=self.noise * noise_scale**2)
 
-    def log_evidence(self, amp, scale, resid):
-        return self._gp(amp, scale).log_probability(resid.reshape(-1)[self.obs])
+    def log_evidence(self, amp, scale, resid, noise_scale=1.0):
+        return self._gp(amp, scale, noise_scale).log_probability(resid.reshape(-1)[self.obs])
 
-    def posterior(self, amp, scale, resid):
-        cond = self._gp(amp, scale).condition(resid.reshape(-1)[self.obs], self.points).gp
+    def posterior(self, amp, scale, resid, noise_scale=1.0):
+        cond = self._gp(amp, scale, noise_scale).condition(resid.reshape(-1)[self.obs], self.points).gp
         return cond.loc.reshape(self.shape), cond.variance.reshape(self.shape)
 
 
@@ -71,11 +72,11 @@ class HSGPSolver:
         self.pre = hsgp.precompute(self.basis, jnp.asarray(w))
         self.spec = spec
 
-    def log_evidence(self, amp, scale, resid):
-        return hsgp.log_evidence(self.spec, self.basis, self.pre, amp, scale, resid)
+    def log_evidence(self, amp, scale, resid, noise_scale=1.0):
+        return hsgp.log_evidence(self.spec, self.basis, self.pre, amp, scale, resid, noise_scale)
 
-    def posterior(self, amp, scale, resid):
-        return hsgp.posterior(self.spec, self.basis, self.pre, amp, scale, resid)
+    def posterior(self, amp, scale, resid, noise_scale=1.0):
+        return hsgp.posterior(self.spec, self.basis, self.pre, amp, scale, resid, noise_scale)
 
 
 class KroneckerSolver:
@@ -93,14 +94,15 @@ class KroneckerSolver:
         self.evidence_proxy = None if self.uniform else HSGPSolver(spec, shape, w, min_scale, boundary_factor)
         self.key = jax.random.PRNGKey(seed)
 
-    def log_evidence(self, amp, scale, resid):
+    def log_evidence(self, amp, scale, resid, noise_scale=1.0):
         if self.uniform:
-            return self.kron.log_likelihood_uniform(self.kind, amp[0], scale[0], self.noise_var, resid)
-        return self.evidence_proxy.log_evidence(amp, scale, resid)
+            return self.kron.log_likelihood_uniform(self.kind, amp[0], scale[0], self.noise_var * noise_scale**2, resid)
+        return self.evidence_proxy.log_evidence(amp, scale, resid, noise_scale)
 
-    def posterior(self, amp, scale, resid):
-        mean = self.kron.posterior_mean(self.kind, amp[0], scale[0], resid, self.w)[0]
-        std = self.kron.posterior_std_samples(self.kind, amp[0], scale[0], resid, self.w, self.key).std
+    def posterior(self, amp, scale, resid, noise_scale=1.0):
+        w = self.w / noise_scale**2
+        mean = self.kron.posterior_mean(self.kind, amp[0], scale[0], resid, w)[0]
+        std = self.kron.posterior_std_samples(self.kind, amp[0], scale[0], resid, w, self.key).std
         return mean, std**2
 
 

@@ -35,6 +35,7 @@ class GPField(NamedTuple):
     hyper: FieldHyper
     solver: str
     n_obs: int
+    n_clipped: int = 0
 
 
 class GPResult(NamedTuple):
@@ -53,6 +54,9 @@ class GPResult(NamedTuple):
             key = name.lower()
             meta[f"gp_{key}_solver"] = f.solver
             meta[f"gp_{key}_logev"] = float(f.hyper.log_evidence)
+            meta[f"gp_{key}_noise_scale"] = float(f.hyper.noise_scale)
+            meta[f"gp_{key}_n_obs"] = int(f.n_obs)
+            meta[f"gp_{key}_n_clipped"] = int(f.n_clipped)
             for t, (a, s) in enumerate(zip(f.hyper.amp, f.hyper.scale)):
                 meta[f"gp_{key}_amp{t}"] = float(a)
                 meta[f"gp_{key}_scale{t}"] = float(s)
@@ -95,14 +99,30 @@ def _ranges(spec, shape, y, w, config, solver_name):
 def fit_field(name, y, w, config: GPConfig, spec, mean_kind="constant"):
     """Hyperparameters and posterior of one field from data ``y`` and precisions ``w``.
 
+    With ``config.clip``, spaxels further than ``clip`` standard deviations (error and
+    posterior combined) from the GP prediction are dropped and the field refitted once.
     Returns ``(GPField in GP units, solver)``; raises when a user-given length-scale
     range excludes the scale the data prefer.
     """
+    field, solver = _fit_field_once(name, y, w, config, spec, mean_kind)
+    if config.clip is not None:
+        obs = w > 0
+        alpha = field.hyper.noise_scale
+        z = (y - field.mean) / np.sqrt(alpha**2 / np.where(obs, w, 1.0) + field.std**2)
+        bad = obs & (np.abs(z) > config.clip)
+        if np.any(bad) and np.sum(obs & ~bad) > 0:
+            field, solver = _fit_field_once(name, y, np.where(bad, 0.0, w), config, spec, mean_kind)
+            field = field._replace(n_clipped=int(bad.sum()))
+    return field, solver
+
+
+def _fit_field_once(name, y, w, config, spec, mean_kind):
     shape = y.shape
     amp_range, scale_range, user = _ranges(spec, shape, y, w, config, config.solver)
     solver = make_solver(config.solver, spec, shape, w, config, scale_range[0])
     mspec = mean_parameters(mean_kind, y, w, shape)
-    hyper = fit_hyperparameters(solver, spec, y, w, mean_kind, mspec, amp_range, scale_range)
+    hyper = fit_hyperparameters(solver, spec, y, w, mean_kind, mspec, amp_range, scale_range,
+                                noise_range=config.noise_scale_range)
     if user:
         hit = [b for b in hyper.at_bound if b.startswith("scale")]
         if hit:
@@ -114,7 +134,7 @@ def fit_field(name, y, w, config: GPConfig, spec, mean_kind="constant"):
     yy, xx = jnp.mgrid[:ny, :nx]
     mean_field = _MEANS[mean_kind](hyper.mean_params, yy, xx)
     resid = jnp.asarray(np.where(w > 0, y, 0.0)) - mean_field
-    post_mean, post_var = solver.posterior(jnp.asarray(hyper.amp), jnp.asarray(hyper.scale), resid)
+    post_mean, post_var = solver.posterior(jnp.asarray(hyper.amp), jnp.asarray(hyper.scale), resid, hyper.noise_scale)
     mean = np.asarray(mean_field + post_mean)
     std = np.sqrt(np.maximum(np.asarray(post_var), 0.0))
     return GPField(name, mean, std, hyper, solver.name, int(np.sum(w > 0))), solver
