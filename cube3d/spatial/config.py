@@ -39,8 +39,8 @@ class GPConfig(NamedTuple):
     v_mean : str
         Mean of the velocity field: ``"constant"`` or ``"disk"`` (arctan rotation curve).
     scale_range : (float, float) or None
-        Prior range of the length scales in spaxels (log-uniform); default from one
-        spaxel (or what the Hilbert basis resolves) to twice the field's size.
+        Prior range of the length scales in spaxels (log-uniform); default from two
+        spaxels (or what the Hilbert basis resolves) to twice the field's size.
     boundary_factor : float
         Hilbert-space box half-width in units of the grid half-width (> 1).
     max_basis : int

@@ -89,7 +89,9 @@ def _ranges(spec, shape, y, w, config, solver_name):
     if user:
         scale_range = tuple(float(v) for v in config.scale_range)
     else:
-        lo = 1.0
+        # below ~2 spaxels a correlated field is not told apart from white noise (the
+        # error factor's job) on a grid sampled once per spaxel
+        lo = 2.0
         if solver_name == "hsgp" or (solver_name == "auto" and int(obs.sum()) > config.max_dense):
             lo = max(lo, hsgp_min_scale(spec, shape, config))
         scale_range = (lo, 2.0 * max(shape))
