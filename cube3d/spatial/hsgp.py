@@ -61,7 +61,9 @@ def basis_size(spec: KernelSpec, shape, min_scale, boundary_factor=1.5):
     out = []
     for n in shape:
         half = max((n - 1) / 2.0, 0.5)
-        out.append(max(int(math.ceil(c_nu * boundary_factor * half / min_scale)), 4))
+        # (1 - 1e-8): at min_scale = the solver's floor the ratio is max_basis up to round-off,
+        # which must not round up to max_basis + 1
+        out.append(max(int(math.ceil(c_nu * boundary_factor * half / min_scale * (1.0 - 1e-8))), 4))
     return tuple(out)
 
 
