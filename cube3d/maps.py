@@ -122,6 +122,7 @@ def default_unit(name):
         ``"km/s"`` for V, SIGMA and their errors, ``""`` (dimensionless) otherwise.
     """
     base = name[:-4] if name.endswith("_ERR") else name
+    base = base[:-7] if base.endswith("_SPAXEL") else base
     return "km/s" if base in ("V", "SIGMA") else ""
 
 
@@ -129,6 +130,8 @@ def describe(name):
     """Return a one-line description of a map name (written as the HDU's ``CONTENT``)."""
     if name.endswith("_ERR"):
         return "1-sigma error of " + describe(name[:-4])
+    if name.endswith("_SPAXEL"):
+        return describe(name[:-7]) + ", per-spaxel fit"
     if name in _DESCRIPTIONS:
         return _DESCRIPTIONS[name]
     m = _GH_RE.match(name)

@@ -395,3 +395,11 @@ def test_written_file_has_umask_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+def test_per_spaxel_copies_of_gp_maps_are_described():
+    from cube3d.maps import default_unit, describe
+
+    assert default_unit("V_SPAXEL") == default_unit("SIGMA_SPAXEL_ERR") == "km/s"
+    assert default_unit("H3_SPAXEL") == ""
+    assert describe("V_SPAXEL").endswith("per-spaxel fit") and describe("V_SPAXEL_ERR").startswith("1-sigma error")
