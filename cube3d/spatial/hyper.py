@@ -9,6 +9,7 @@ bound means the prior range excludes what the data prefer: it is reported by nam
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -78,6 +79,23 @@ def unpack(z, rows, n_terms):
     return amp, scale, mean, log_prior, noise
 
 
+@functools.partial(jax.jit, static_argnames=("evidence_fn", "spec", "layout", "mean_kind"))
+def _objective_value_and_grad(z, y, lo, hi, state, *, evidence_fn, spec, layout, mean_kind):
+    """-(log evidence + log prior) and its gradient; compiled once per solver kind, kernel,
+    parameter layout and grid shape (the solver's arrays are arguments, not constants)."""
+
+    def objective(z):
+        rows = [(name, tr, lo[i], hi[i], None) for i, (name, tr) in enumerate(layout)]
+        amp, scale, mp, log_prior, noise = unpack(z, rows, spec.n_terms)
+        ny, nx = y.shape
+        yy, xx = jnp.mgrid[:ny, :nx]
+        resid = y - _MEANS[mean_kind](mp, yy, xx)
+        val = -(evidence_fn(spec, state, amp, scale, resid, noise) + log_prior)
+        return jnp.where(jnp.isfinite(val), val, 1e300)
+
+    return jax.value_and_grad(objective)(z)
+
+
 def fit_hyperparameters(solver, spec, y, w, mean_kind, mean_spec, amp_range, scale_range, starts=(0.3, 0.6),
                         noise_range=None):
     """Maximise log evidence + log prior over amplitudes, length scales and mean parameters.
@@ -107,17 +125,14 @@ def fit_hyperparameters(solver, spec, y, w, mean_kind, mean_spec, amp_range, sca
     yy, xx = jnp.mgrid[:ny, :nx]
     y_j = jnp.asarray(np.where(w > 0, y, 0.0))
     mean_fn = _MEANS[mean_kind]
-
-    def objective(z):
-        amp, scale, mp, log_prior, noise = unpack(z, rows, n_terms)
-        resid = y_j - mean_fn(mp, yy, xx)
-        val = -(solver.log_evidence(amp, scale, resid, noise) + log_prior)
-        return jnp.where(jnp.isfinite(val), val, 1e300)
-
-    vg = jax.jit(jax.value_and_grad(objective))
+    layout = tuple((name, tr) for name, tr, _, _, _ in rows)
+    lo_arr = jnp.asarray([np.nan if r[2] is None else r[2] for r in rows], dtype=float)
+    hi_arr = jnp.asarray([np.nan if r[3] is None else r[3] for r in rows], dtype=float)
+    evidence_fn, state = solver.evidence
 
     def fun(z):
-        v, g = vg(jnp.asarray(z))
+        v, g = _objective_value_and_grad(jnp.asarray(z), y_j, lo_arr, hi_arr, state, evidence_fn=evidence_fn, spec=spec,
+                                         layout=layout, mean_kind=mean_kind)
         return float(v), np.asarray(g, dtype=float)
 
     obs = w > 0

@@ -38,6 +38,25 @@ def hsgp_min_scale(spec: KernelSpec, shape, config):
     return c_nu * config.boundary_factor * half / config.max_basis
 
 
+def _dense_evidence(spec, state, amp, scale, resid, noise_scale):
+    from tinygp import GaussianProcess
+
+    points, noise, index = state
+    gp = GaussianProcess(tinygp_kernel(spec, amp, scale), points, diag=noise * noise_scale**2)
+    return gp.log_probability(resid.reshape(-1)[index])
+
+
+def _hsgp_evidence(spec, state, amp, scale, resid, noise_scale):
+    basis, pre = state
+    return hsgp.log_evidence(spec, basis, pre, amp, scale, resid, noise_scale)
+
+
+def _kron_uniform_evidence(spec, state, amp, scale, resid, noise_scale):
+    from . import kronecker
+
+    return kronecker.log_likelihood_uniform(spec.terms[0], amp[0], scale[0], state * noise_scale**2, resid)
+
+
 class DenseSolver:
     name = "dense"
 
@@ -48,6 +67,8 @@ class DenseSolver:
         self.obs = np.asarray(w).ravel() > 0
         self.noise = jnp.asarray(1.0 / np.asarray(w).ravel()[self.obs])
         self.spec, self.shape = spec, shape
+        # a module-level function and array state: the optimiser's compiled objective is reused
+        self.evidence = (_dense_evidence, (self.points[self.obs], self.noise, jnp.asarray(np.flatnonzero(self.obs))))
 
     def _gp(self, amp, scale, noise_scale):
         from tinygp import GaussianProcess
@@ -71,6 +92,7 @@ class HSGPSolver:
         self.basis = hsgp.make_basis(shape, m, boundary_factor)
         self.pre = hsgp.precompute(self.basis, jnp.asarray(w))
         self.spec = spec
+        self.evidence = (_hsgp_evidence, (self.basis, self.pre))
 
     def log_evidence(self, amp, scale, resid, noise_scale=1.0):
         return hsgp.log_evidence(self.spec, self.basis, self.pre, amp, scale, resid, noise_scale)
@@ -93,6 +115,8 @@ class KroneckerSolver:
         self.noise_var = float(1.0 / np.asarray(w).ravel()[0]) if self.uniform else None
         self.evidence_proxy = None if self.uniform else HSGPSolver(spec, shape, w, min_scale, boundary_factor)
         self.key = jax.random.PRNGKey(seed)
+        self.evidence = ((_kron_uniform_evidence, jnp.asarray(self.noise_var)) if self.uniform
+                         else self.evidence_proxy.evidence)
 
     def log_evidence(self, amp, scale, resid, noise_scale=1.0):
         if self.uniform:
