@@ -1,6 +1,11 @@
+import os
 from pathlib import Path
 
-import jax
+# One BLAS thread for scipy/numpy: JAX keeps both cores busy, and oversubscribed OpenBLAS
+# threads slow the small dense solves of the reference computations by 10-100x.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # noqa: E402
 import pytest
 
 # Tests run in float64, as the entry points do.
