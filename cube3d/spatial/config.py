@@ -120,6 +120,8 @@ def validate_gp_config(config: GPConfig):
         v = getattr(config, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise InputError(f"gp {name}={v!r}: must be a positive integer")
+    if config.tier == "nuts" and config.v_mean != "constant":
+        raise InputError("gp tier 'nuts' supports v_mean='constant' only; use tier 'two_step' or 'joint_map' for a disk mean")
     if config.solver == "kronecker" and (not config.separable or spec.n_terms != 1):
         raise InputError("gp solver 'kronecker' needs a single separable kernel term "
                          "(separable=True, no sums); use solver='hsgp' or 'dense' for isotropic kernels or sums")

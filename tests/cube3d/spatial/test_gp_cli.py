@@ -330,3 +330,11 @@ def test_demo_gp(tmp_path, capsys):
         assert m["V"].data.shape == (20, 20) and m["BINID"].data.max() == 399
         assert m[0].header["CUBE3D GP_TIER"] == "two_step"
     assert "GP" in captured.out and (outdir / "maps.png").is_file()
+
+
+def test_nuts_with_disk_mean_is_refused_before_any_work():
+    from cube3d.errors import InputError
+    from cube3d.spatial import GPConfig, validate_gp_config
+
+    with pytest.raises(InputError, match="v_mean='constant'"):
+        validate_gp_config(GPConfig(tier="nuts", v_mean="disk"))
