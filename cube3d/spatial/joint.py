@@ -98,7 +98,6 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig, values, 
         kin[rows[order]] = theta[order]
         q = local_quadratic(prepared.spectra, prepared.ivar, prepared.templates, prepared.template_offset,
                             prepared.velscale, kin, fit_config)
-        jac = np.ones(len(names))
         grad = np.zeros((ny, nx, len(names)))
         hess = np.zeros((ny, nx, len(names), len(names)))
         grad[has_spec] = q["grad"][rows]

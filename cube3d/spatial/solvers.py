@@ -138,7 +138,6 @@ def make_solver(name, spec: KernelSpec, shape, w, config, min_scale):
     basis cannot resolve ``min_scale``.
     """
     n_obs = int(np.sum(np.asarray(w) > 0))
-    n = int(np.prod(shape))
     if n_obs == 0:
         raise InputError("gp: every spaxel of the field is masked (no finite per-spaxel fit with a positive error)")
     if name == "auto":

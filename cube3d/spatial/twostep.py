@@ -10,7 +10,7 @@ Gaussian at low S/N: ``err(ln sigma) = err(sigma) / sigma``).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax.numpy as jnp
 import numpy as np
@@ -44,7 +44,7 @@ class GPResult(NamedTuple):
     fields: dict
     tier: str
     config: GPConfig
-    diagnostics: dict = {}
+    diagnostics: Optional[dict] = None
 
     def header_meta(self):
         """Provenance for the maps file: tier, solver, kernel and every hyperparameter."""
