@@ -267,6 +267,17 @@ def _start_velocity(problem, galaxy, w, offset, n_pix, n_fft, vmax_pix):
     return lags[i] + jnp.clip(frac, -0.5, 0.5)
 
 
+def _laplace_covariance(cols, w, keep):
+    """Inverse of the Gauss-Newton matrix ``cols W cols^T`` over the parameters ``keep``
+    (the others, e.g. templates at zero weight, held fixed: zero rows/columns).  Columns
+    are scaled to unit weighted norm for conditioning; LAPACK-free inverse (vmap-safe)."""
+    norm = jnp.sqrt(jnp.sum(w[None, :] * cols**2, axis=1)) + 1e-30
+    scaled = cols / norm[:, None]
+    fisher = (scaled * w[None, :]) @ scaled.T
+    fisher = jnp.where(keep[:, None] & keep[None, :], fisher, 0.0) + jnp.diag(jnp.where(keep, 0.0, 1.0))
+    return spd_inverse(fisher) / (norm[:, None] * norm[None, :])
+
+
 def _fit_one(galaxy, w, v_start, problem, *, ft_fn, n_kin, offset, n_pix, n_fft, n_iter,
              clip_sigma, sigma_start, use_xcorr, vmax_pix):
     """Fit one spectrum; all sizes static.  Returns a dict of per-spectrum results."""
@@ -376,13 +387,8 @@ def _fit_one(galaxy, w, v_start, problem, *, ft_fn, n_kin, offset, n_pix, n_fft,
     # Laplace covariance over all free parameters; zero-weight templates stay at their bound.
     cols = design(theta, coef, conv, mpoly)
     fixed = jnp.concatenate([jnp.zeros(n_theta, bool), (jnp.arange(n_lin) < n_tpl) & (coef <= 0.0)])
-    norm = jnp.sqrt(jnp.sum(w[None, :] * cols**2, axis=1)) + 1e-30
-    scaled = cols / norm[:, None]
-    fisher = (scaled * w[None, :]) @ scaled.T
     keep = ~fixed
-    fisher = jnp.where(keep[:, None] & keep[None, :], fisher, 0.0) + jnp.diag(jnp.where(keep, 0.0, 1.0))
-    cov_all = spd_inverse(fisher) / (norm[:, None] * norm[None, :])
-    cov = cov_all[:n_kin, :n_kin]
+    cov = _laplace_covariance(cols, w, keep)[:n_kin, :n_kin]
 
     n_good = jnp.sum(w > 0)
     n_free = n_theta + jnp.sum(keep[n_theta:])
@@ -580,12 +586,7 @@ def _local_quadratic_one(galaxy, w, kin, problem, *, ft_fn, n_kin, offset, n_pix
     cols = jnp.concatenate([jac, lin], axis=0)
     n_lin = lin.shape[0]
     fixed = jnp.concatenate([jnp.zeros(n_kin, bool), (jnp.arange(n_lin) < n_tpl) & (coef <= 0.0)])
-    norm = jnp.sqrt(jnp.sum(w[None, :] * cols**2, axis=1)) + 1e-30
-    scaled = cols / norm[:, None]
-    fisher = (scaled * w[None, :]) @ scaled.T
-    keep = ~fixed
-    fisher = jnp.where(keep[:, None] & keep[None, :], fisher, 0.0) + jnp.diag(jnp.where(keep, 0.0, 1.0))
-    cov = (spd_inverse(fisher) / (norm[:, None] * norm[None, :]))[:n_kin, :n_kin]
+    cov = _laplace_covariance(cols, w, ~fixed)[:n_kin, :n_kin]
     return dict(chi2=chi2, grad=grad, hess=spd_inverse(cov), cov=cov, model=model)
 
 
