@@ -92,10 +92,8 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig, values, 
         hyper[name] = g.hyper
 
     def quadratic():
-        theta = np.stack([_natural(n, f[n])[has_spec] for n in names], axis=1)
-        order = np.argsort(rows)
         kin = np.zeros((prepared.n_spec, len(names)))
-        kin[rows[order]] = theta[order]
+        kin[rows] = np.stack([_natural(n, f[n])[has_spec] for n in names], axis=1)  # one spaxel per row
         q = local_quadratic(prepared.spectra, prepared.ivar, prepared.templates, prepared.template_offset,
                             prepared.velscale, kin, fit_config)
         grad = np.zeros((ny, nx, len(names)))
@@ -112,30 +110,36 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig, values, 
         hess[~usable] = 0.0
         return float(np.sum(q["chi2"][rows[usable[has_spec]]])), grad, hess
 
-    def laplace_data(grad, hess, name, k):
-        """Each spectrum's likelihood as a Gaussian about its Newton point, marginal variance."""
+    def laplace_data(grad, hess):
+        """Each spectrum's likelihood as a Gaussian about its Newton point: per field, the
+        data ``f - (H^-1 g)_k`` and their precision ``1 / (H^-1)_kk`` (marginal variance)."""
         good = usable & np.all(np.isfinite(hess), axis=(-1, -2))
         cov = np.zeros_like(hess)
         cov[good] = np.linalg.inv(hess[good])
         newton = np.einsum("yxkl,yxl->yxk", cov, grad)
-        var = cov[..., k, k]
-        w = np.where(good & (var > 0), 1.0 / np.where(var > 0, var, 1.0), 0.0)
-        return np.where(w > 0, f[name] - newton[..., k], 0.0), w
+        out = {}
+        for k, name in enumerate(names):
+            var = cov[..., k, k]
+            w = np.where(good & (var > 0), 1.0 / np.where(var > 0, var, 1.0), 0.0)
+            out[name] = (np.where(w > 0, f[name] - newton[..., k], 0.0), w)
+        return out
+
+    def mean_kind(name):
+        return gp_config.v_mean if name == "V" else "constant"
 
     def mean_field(name):
-        hp = hyper[name]
-        return np.asarray(_MEANS[gp_config.v_mean if name == "V" else "constant"](hp.mean_params, yy, xx))
+        return np.asarray(_MEANS[mean_kind(name)](hyper[name].mean_params, yy, xx))
 
     steps = []
+    current = None  # the spectral quadratic at the current fields (one pass over all spectra)
     for outer in range(gp_config.n_outer):
         if outer > 0:  # hyperparameters from the Laplace data at the current fields
-            _, grad, hess = quadratic()
-            for k, name in enumerate(names):
-                y, w = laplace_data(grad, hess, name, k)
-                field, _ = fit_field(name, y, w, refit_config, spec, gp_config.v_mean if name == "V" else "constant")
-                hyper[name] = field.hyper
+            current = quadratic()
+            for name, (y, w) in laplace_data(current[1], current[2]).items():
+                hyper[name] = fit_field(name, y, w, refit_config, spec, mean_kind(name))[0].hyper
         for inner in range(gp_config.n_inner):
-            chi2, grad, hess = quadratic()
+            chi2, grad, hess = current if current is not None else quadratic()
+            current = None
             biggest = 0.0
             for k, name in enumerate(names):
                 h = hess[..., k, k]
@@ -155,8 +159,7 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig, values, 
     # posterior standard deviation at the mode: Laplace data there, final hyperparameters
     chi2, grad, hess = quadratic()
     fields = {}
-    for k, name in enumerate(names):
-        y, w = laplace_data(grad, hess, name, k)
+    for name, (y, w) in laplace_data(grad, hess).items():
         hp = hyper[name]
         solver = make_solver(gp_config.solver, spec, shape, w, gp_config, float(np.min(hp.scale)))
         _, var = solver.posterior(jnp.asarray(hp.amp), jnp.asarray(hp.scale), jnp.asarray(y - mean_field(name)))
