@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -116,7 +116,45 @@ class PreparedData:
 # ----------------------------------------------------------------------------- helpers
 
 
+class _Grid(NamedTuple):
+    """The rest-frame ln(lambda) grids of the fit (see :func:`_spectral_grid`)."""
+
+    ln_edges: np.ndarray  # galaxy pixel edges, ln(Angstrom), shape (n_pix + 1,)
+    ln_wave: np.ndarray  # galaxy pixel centres, ln(Angstrom), shape (n_pix,)
+    tpl_ln_edges: np.ndarray  # template pixel edges, ln(Angstrom), shape (n_pix + 2 n_ext + 1,)
+    velscale: float  # km/s per pixel
+    n_ext: int  # template pixels beyond the galaxy range on each side
+    lo: float  # first galaxy edge, Angstrom
+    hi: float  # requested upper end of the galaxy range, Angstrom
+    need_lo: float  # template range needed, Angstrom
+    need_hi: float
+
+
+class _Spaxels(NamedTuple):
+    """Log-rebinned spaxels and their statistics (see :func:`_rebin_spaxels`)."""
+
+    spec: np.ndarray  # (n_sp, n_pix), cube flux units
+    var: np.ndarray  # (n_sp, n_pix), overlap-shared variance
+    var_diag: np.ndarray  # (n_sp, n_pix), exact diagonal of the rebinned covariance
+    bad: np.ndarray  # (n_sp, n_pix) bool
+    med: np.ndarray  # (n_sp,), median flux over the fitted pixels
+    snr: np.ndarray  # (n_sp,), median S/N per pixel over the fitted pixels
+    n_good: np.ndarray  # (n_sp,) int, number of fitted pixels
+
+
+class _Spectra(NamedTuple):
+    """The spectra to fit, one per selected spaxel or Voronoi bin, not yet normalised."""
+
+    spec: np.ndarray  # (n_spec, n_pix), cube flux units
+    var: np.ndarray  # (n_spec, n_pix)
+    var_diag: np.ndarray  # (n_spec, n_pix)
+    bad: np.ndarray  # (n_spec, n_pix) bool
+    scale: np.ndarray  # (n_spec,), median flux over the fitted pixels
+    snr: np.ndarray  # (n_spec,), median S/N per pixel
+
+
 def _convert_convention(wave: np.ndarray, from_air: bool, to_air: bool) -> np.ndarray:
+    """Convert wavelengths (Angstrom) between air and vacuum; unchanged when the conventions agree."""
     if from_air == to_air:
         return wave
     from .io import air_to_vacuum, vacuum_to_air  # the conversions live with the reader
@@ -131,6 +169,20 @@ def voronoi_bins(x, y, signal, noise, target_sn: float) -> np.ndarray:
     ``pixelsize=1``) that also covers its two refusals: when every spaxel already
     reaches ``target_sn`` each is its own bin; when all of them together do not,
     they form one bin (with a warning).
+
+    Parameters
+    ----------
+    x, y : array_like, shape (n,)
+        Spaxel coordinates, pixels.
+    signal, noise : array_like, shape (n,)
+        Signal and noise per spaxel, any one flux unit.
+    target_sn : float
+        Target S/N per bin (``--target-sn``).
+
+    Returns
+    -------
+    ndarray of int, shape (n,)
+        Bin number per spaxel, numbered consecutively from 0.
     """
     signal = np.asarray(signal, dtype=np.float64)
     noise = np.asarray(noise, dtype=np.float64)
@@ -139,8 +191,9 @@ def voronoi_bins(x, y, signal, noise, target_sn: float) -> np.ndarray:
         return np.arange(n)
     if signal.sum() / np.sqrt(np.sum(noise**2)) < target_sn:
         warnings.warn(
-            f"--target-sn: all {n} spaxels together reach S/N "
-            f"{signal.sum() / np.sqrt(np.sum(noise**2)):.1f} < {target_sn}; using one bin",
+            f"--target-sn: all {n} fitted spaxels together reach only S/N "
+            f"{signal.sum() / np.sqrt(np.sum(noise**2)):.1f}, below the target {target_sn:g}, "
+            "so they are co-added into a single Voronoi bin",
             stacklevel=3,
         )
         return np.zeros(n, dtype=int)
@@ -165,17 +218,294 @@ def voronoi_bins(x, y, signal, noise, target_sn: float) -> np.ndarray:
 
 
 def _nanmedian(values: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """Median of each row of ``values`` over the ``good`` entries; NaN for a row with none."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-masked rows give NaN
         return np.nanmedian(np.where(good, values, np.nan), axis=1)
 
 
-def _rebin_spaxels(flux, ivar, edges_rest, ln_edges, line_mask, block=1024):
-    """Log-rebin (n_wave, n_sp) spaxels in blocks; medians and S/N per spaxel.
+def _check_options(
+    redshift, velscale, target_sn, min_sn, emission_width, n_basis, margin_kms, wave_range, min_good_fraction
+):
+    """Reject invalid option values with an :class:`InputError` naming the option (outside any jit)."""
+    try:
+        z = float(redshift)
+    except (TypeError, ValueError):
+        raise InputError(f"--redshift: must be a finite number > -1, got {redshift!r}") from None
+    if not (np.isfinite(z) and z > -1):
+        raise InputError(f"--redshift: must be a finite number > -1, got {redshift}")
+    if velscale is not None and not (np.isfinite(velscale) and velscale > 0):
+        raise InputError(f"--velscale: must be a positive number of km/s, got {velscale}")
+    if target_sn is not None and not (np.isfinite(target_sn) and target_sn > 0):
+        raise InputError(f"--target-sn: must be a positive number, got {target_sn}")
+    if not np.isfinite(min_sn):
+        raise InputError(f"--min-sn: must be a finite number, got {min_sn}")
+    if not (np.isfinite(emission_width) and emission_width >= 0):
+        raise InputError(f"--emission-width: must be a non-negative number of km/s, got {emission_width}")
+    if n_basis is not None and (int(n_basis) != n_basis or n_basis < 1):
+        raise InputError(f"--n-basis: must be a positive integer, got {n_basis}")
+    if not (np.isfinite(margin_kms) and margin_kms >= 0):
+        raise InputError(f"margin_kms: must be a non-negative number of km/s, got {margin_kms}")
+    if wave_range is not None:
+        try:
+            lo, hi = (float(v) for v in wave_range)
+        except (TypeError, ValueError):
+            raise InputError(f"--wave-range: need two wavelengths in Angstrom, got {wave_range!r}") from None
+        if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
+            raise InputError(f"--wave-range: need 0 < min < max (Angstrom), got {lo}-{hi}")
+    if not (0.0 <= min_good_fraction <= 1.0):
+        raise InputError(f"min_good_fraction: must lie in [0, 1], got {min_good_fraction}")
 
-    Returns ``spec, var, var_diag, bad`` (each (n_sp, n_pix)) and ``med, snr,
-    n_good`` (each (n_sp,)) over the pixels that are neither bad nor in
-    ``line_mask``.  Only the input channels that overlap the grid are used.
+
+# ----------------------------------------------------------------------------- steps of prepare_cube
+
+
+def _cube_arrays(cube) -> tuple[np.ndarray, np.ndarray]:
+    """The cube's flux and inverse variance as float64 arrays, checked.
+
+    Returns
+    -------
+    flux, ivar : ndarray, shape (n_wave, ny, nx)
+        Cube flux units and their inverse square.
+
+    Raises
+    ------
+    InputError
+        When they are not 3-D arrays of one shape (naming the cube's file).
+    """
+    flux = np.asarray(cube.flux, dtype=np.float64)
+    ivar = np.asarray(cube.ivar, dtype=np.float64)
+    if flux.ndim != 3 or ivar.shape != flux.shape:
+        raise InputError(f"{cube.path}: flux and ivar must be (n_wave, ny, nx) arrays of one shape")
+    return flux, ivar
+
+
+def _rest_frame_edges(cube, n_wave: int, air: bool, redshift: float) -> np.ndarray:
+    """Edges of the cube's pixels in the rest frame, in the templates' convention.
+
+    Parameters
+    ----------
+    cube : cube3d.io.Cube
+        Uses ``wave`` (observed pixel centres or edges, Angstrom) and ``air``.
+    n_wave : int
+        Spectral pixels of the cube.
+    air : bool
+        The templates' convention (True = air).
+    redshift : float
+        Galaxy redshift z; rest = observed / (1 + z).
+
+    Returns
+    -------
+    ndarray, shape (n_wave + 1,)
+        Rest-frame pixel edges, Angstrom.
+    """
+    wave_obs = _convert_convention(np.asarray(cube.wave, dtype=np.float64), bool(cube.air), air)
+    return wave_edges(wave_obs, n_flux=n_wave) / (1.0 + redshift)
+
+
+def _fit_range(edges_rest, tpl_edges, wave_range, redshift, frame):
+    """Rest-frame range to fit before the template margin, Angstrom.
+
+    ``wave_range`` clipped to the cube when given, else the overlap of cube and
+    templates (later shrunk by the margin in :func:`_shrink_by_margin`).
+
+    Parameters
+    ----------
+    edges_rest, tpl_edges : ndarray
+        Rest-frame pixel edges of cube and templates, Angstrom.
+    wave_range : (float, float) or None
+        ``--wave-range``, Angstrom.
+    redshift : float
+        Galaxy redshift (error messages only).
+    frame : str
+        "air" or "vacuum" (error messages only).
+
+    Returns
+    -------
+    lo, hi : float
+        Angstrom.
+
+    Raises
+    ------
+    InputError
+        When the range is empty (naming ``--wave-range`` or ``--templates``).
+    """
+    c_lo, c_hi = edges_rest[0], edges_rest[-1]
+    t_lo, t_hi = tpl_edges[0], tpl_edges[-1]
+    if wave_range is not None:
+        lo, hi = max(float(wave_range[0]), c_lo), min(float(wave_range[1]), c_hi)
+        if lo >= hi:
+            raise InputError(
+                f"--wave-range: {wave_range[0]:.1f}-{wave_range[1]:.1f} A does not overlap the cube's "
+                f"rest-frame range {c_lo:.1f}-{c_hi:.1f} A ({frame}, z = {redshift})"
+            )
+    else:
+        lo, hi = max(c_lo, t_lo), min(c_hi, t_hi)
+        if lo >= hi:
+            raise InputError(
+                f"--templates: templates cover {t_lo:.1f}-{t_hi:.1f} A but the cube covers "
+                f"{c_lo:.1f}-{c_hi:.1f} A in the rest frame ({frame}, z = {redshift}): no overlap"
+            )
+    return lo, hi
+
+
+def _native_velscale(edges_rest: np.ndarray, lo: float, hi: float) -> float:
+    """The cube's smallest pixel within ``lo``-``hi`` (Angstrom), in km/s.
+
+    Sampling at this pixel size loses no spectral information.
+    """
+    inside = (edges_rest[1:] > lo) & (edges_rest[:-1] < hi)
+    return float(C_KMS * np.min(np.log(edges_rest[1:] / edges_rest[:-1])[inside]))
+
+
+def _shrink_by_margin(lo, hi, n_ext: int, step: float, margin_kms: float):
+    """Shrink the cube-template overlap ``lo``-``hi`` (Angstrom) by ``n_ext`` pixels of ln-step ``step`` each side.
+
+    The templates then cover the galaxy range plus the ``margin_kms`` (km/s)
+    margin.  Raises :class:`InputError` when nothing is left.
+    """
+    ov_lo, ov_hi = lo, hi
+    lo, hi = lo * np.exp(n_ext * step), hi * np.exp(-n_ext * step)
+    if lo >= hi:
+        raise InputError(
+            f"--wave-range: the overlap of cube and templates ({ov_lo:.1f}-{ov_hi:.1f} A rest frame) is "
+            f"narrower than twice the {margin_kms:g} km/s template margin"
+        )
+    return lo, hi
+
+
+def _check_template_coverage(lo, hi, need_lo, need_hi, tpl_edges, margin_kms, redshift, frame):
+    """Raise :class:`InputError` (naming ``--templates``) unless the templates cover ``need_lo``-``need_hi``.
+
+    All wavelengths rest-frame Angstrom; ``lo``-``hi`` is the galaxy range and
+    ``need_lo``-``need_hi`` the same extended by the ``margin_kms`` (km/s) margin.
+    """
+    t_lo, t_hi = tpl_edges[0], tpl_edges[-1]
+    tol = 1e-9 * need_hi
+    if need_lo < t_lo - tol or need_hi > t_hi + tol:
+        raise InputError(
+            f"--templates: templates cover {t_lo:.1f}-{t_hi:.1f} A but fitting {lo:.1f}-{hi:.1f} A "
+            f"(rest frame, {frame}, z = {redshift}) needs {need_lo:.1f}-{need_hi:.1f} A including the "
+            f"{margin_kms:g} km/s margin; narrow --wave-range or use other templates"
+        )
+
+
+def _snap_to_input_grid(edges_rest: np.ndarray, step: float, velscale: float, lo: float):
+    """Align the grid with an input already uniform in ln(lambda) at this ``velscale``.
+
+    For such a cube (e.g. a MaNGA LOGCUBE) the grid starts on an input edge and
+    takes the input's own step, so that rebinning is the identity (no smoothing,
+    no correlated noise).  Otherwise the arguments come back unchanged.
+
+    Parameters
+    ----------
+    edges_rest : ndarray, shape (n_wave + 1,)
+        Rest-frame pixel edges of the cube, Angstrom.
+    step : float
+        ln(lambda) step, ``velscale / c``.
+    velscale : float
+        km/s per pixel.
+    lo : float
+        Start of the galaxy range, Angstrom.
+
+    Returns
+    -------
+    step, velscale, lo : float
+    """
+    ln_in = np.log(edges_rest)
+    if np.allclose(np.diff(ln_in), step, rtol=1e-6, atol=0):
+        step = (ln_in[-1] - ln_in[0]) / (ln_in.size - 1)  # the input's own step, free of round-off
+        velscale = float(step * C_KMS)
+        k = int(np.searchsorted(ln_in, np.log(lo) - 1e-6 * step))
+        lo = float(np.exp(ln_in[k]))
+    return step, velscale, lo
+
+
+def _spectral_grid(edges_rest, tpl_edges, redshift, air, velscale, wave_range, margin_kms) -> _Grid:
+    """Choose the wavelength range and velscale; build the galaxy and template ln(lambda) grids.
+
+    Parameters
+    ----------
+    edges_rest, tpl_edges : ndarray
+        Rest-frame pixel edges of cube and templates, Angstrom, one convention.
+    redshift : float
+        Galaxy redshift (error messages only).
+    air : bool
+        The convention of both (error messages only).
+    velscale : float or None
+        ``--velscale``, km/s; None = :func:`_native_velscale`.
+    wave_range : (float, float) or None
+        ``--wave-range``, rest-frame Angstrom.
+    margin_kms : float
+        Template margin beyond the galaxy range on each side, km/s.
+
+    Returns
+    -------
+    _Grid
+    """
+    frame = "air" if air else "vacuum"
+    lo, hi = _fit_range(edges_rest, tpl_edges, wave_range, redshift, frame)
+    if velscale is None:
+        velscale = _native_velscale(edges_rest, lo, hi)
+    velscale = float(velscale)
+    step = velscale / C_KMS
+    n_ext = int(np.ceil(margin_kms / velscale - 1e-9))
+    if wave_range is None:
+        lo, hi = _shrink_by_margin(lo, hi, n_ext, step, margin_kms)
+    need_lo, need_hi = lo * np.exp(-n_ext * step), hi * np.exp(n_ext * step)
+    _check_template_coverage(lo, hi, need_lo, need_hi, tpl_edges, margin_kms, redshift, frame)
+    step, velscale, lo = _snap_to_input_grid(edges_rest, step, velscale, lo)
+    ln_edges = log_grid(lo, hi, velscale)
+    n_pix = ln_edges.size - 1
+    return _Grid(
+        ln_edges=ln_edges,
+        ln_wave=0.5 * (ln_edges[1:] + ln_edges[:-1]),
+        tpl_ln_edges=ln_edges[0] + step * np.arange(-n_ext, n_pix + n_ext + 1),
+        velscale=velscale,
+        n_ext=n_ext,
+        lo=lo,
+        hi=hi,
+        need_lo=need_lo,
+        need_hi=need_hi,
+    )
+
+
+def _line_mask(ln_wave: np.ndarray, redshift: float, emission_width: float, air: bool, mask_emission: bool):
+    """Pixels masked for emission and sky lines (True = masked), shape (n_pix,).
+
+    ``ln_wave`` is ln(rest-frame Angstrom); ``emission_width`` the full window
+    width in km/s.  All False when ``mask_emission`` is off.
+    """
+    if mask_emission:
+        return emission_line_mask(ln_wave, redshift, emission_width, air=air)
+    return np.zeros(ln_wave.size, dtype=bool)
+
+
+def _rebin_spaxels(flux, ivar, edges_rest, ln_edges, line_mask, block=1024) -> _Spaxels:
+    """Log-rebin every spaxel; its median flux and S/N over the fitted pixels.
+
+    Spaxels are processed in blocks of ``block`` (each vectorised) to bound the
+    temporaries; only the input channels that overlap the grid are used.
+
+    Parameters
+    ----------
+    flux, ivar : ndarray, shape (n_wave, n_sp)
+        Cube flux units and their inverse square; ``ivar <= 0`` or non-finite = bad.
+    edges_rest : ndarray, shape (n_wave + 1,)
+        Rest-frame pixel edges, Angstrom.
+    ln_edges : ndarray, shape (n_pix + 1,)
+        Output grid, ln(Angstrom).
+    line_mask : ndarray of bool, shape (n_pix,)
+        Pixels left out of the medians.
+    block : int
+        Spaxels per block.
+
+    Returns
+    -------
+    _Spaxels
+        ``spec, var, var_diag, bad`` (each (n_sp, n_pix)) and ``med, snr,
+        n_good`` (each (n_sp,)) over the pixels that are neither bad nor in
+        ``line_mask``.
     """
     n_wave, n_sp = flux.shape
     n_pix = ln_edges.size - 1
@@ -204,10 +534,125 @@ def _rebin_spaxels(flux, ivar, edges_rest, ln_edges, line_mask, block=1024):
         med[sl] = _nanmedian(spec[sl], good)
         with np.errstate(divide="ignore", invalid="ignore"):
             snr[sl] = _nanmedian(spec[sl] / np.sqrt(var_diag[sl]), good & (var_diag[sl] > 0))
-    return spec, var, var_diag, bad, med, snr, n_good
+    return _Spaxels(spec, var, var_diag, bad, med, snr, n_good)
+
+
+def _select_spaxels(spx: _Spaxels, min_good_fraction: float, min_sn: float, path, lo: float, hi: float):
+    """Indices (into the flattened ny * nx spaxels) of the spaxels to fit.
+
+    A spaxel is fitted when at least ``min_good_fraction`` of its pixels are
+    unmasked, its median flux is positive, its S/N finite and at least
+    ``min_sn`` (``--min-sn``).  ``path`` and the range ``lo``-``hi`` (rest-frame
+    Angstrom) appear in the :class:`InputError` raised when none is.
+    """
+    n_pix = spx.spec.shape[1]
+    usable = (spx.n_good >= max(1, min_good_fraction * n_pix)) & (spx.med > 0) & np.isfinite(spx.snr)
+    if not np.any(usable):
+        raise InputError(
+            f"{path}: no spaxel has usable pixels (positive median, >= {min_good_fraction:.0%} unmasked) "
+            f"in the rest-frame range {lo:.1f}-{hi:.1f} A (--wave-range)"
+        )
+    selected = usable & (spx.snr >= min_sn)
+    if not np.any(selected):
+        raise InputError(
+            f"--min-sn: no spaxel reaches S/N {min_sn} (the best has {np.nanmax(spx.snr[usable]):.2f})"
+        )
+    return np.flatnonzero(selected)
+
+
+def _take_spaxels(spx: _Spaxels, idx_sel: np.ndarray) -> _Spectra:
+    """One spectrum per selected spaxel (no binning); no copy when every spaxel is selected."""
+    spec, var, var_diag, bad = spx.spec, spx.var, spx.var_diag, spx.bad
+    if idx_sel.size < spec.shape[0]:
+        spec, var, var_diag, bad = spec[idx_sel], var[idx_sel], var_diag[idx_sel], bad[idx_sel]
+    return _Spectra(spec, var, var_diag, bad, spx.med[idx_sel], spx.snr[idx_sel])
+
+
+def _coadd_bins(spx: _Spaxels, idx_sel: np.ndarray, group: np.ndarray, line_mask: np.ndarray) -> _Spectra:
+    """Co-add the selected spaxels into their Voronoi bins.
+
+    At a pixel where some members are bad the sum over the good ones is scaled by
+    ``n_members / n_good`` (variance by its square); the pixel is bad when fewer
+    than half the members are good.  ``scale`` and ``snr`` are the medians over
+    the good pixels outside ``line_mask``.
+
+    Parameters
+    ----------
+    spx : _Spaxels
+        All rebinned spaxels.
+    idx_sel : ndarray of int, shape (n_sel,)
+        The selected spaxels.
+    group : ndarray of int, shape (n_sel,)
+        Bin of each selected spaxel, 0 .. n_bin - 1.
+    line_mask : ndarray of bool, shape (n_pix,)
+
+    Returns
+    -------
+    _Spectra
+        One row per bin, in the cube's flux units.
+    """
+    n_bin = int(group.max()) + 1
+    member = sp.csr_matrix((np.ones(idx_sel.size), (group, np.arange(idx_sel.size))), shape=(n_bin, idx_sel.size))
+    ok = ~spx.bad[idx_sel]
+    n_mem = np.asarray(member.sum(1)).ravel()[:, None]
+    n_ok = member @ ok.astype(np.float64)
+    factor = np.where(n_ok > 0, n_mem / np.maximum(n_ok, 1), 0.0)
+    spec = (member @ np.where(ok, spx.spec[idx_sel], 0.0)) * factor
+    var = (member @ np.where(ok, spx.var[idx_sel], 0.0)) * factor**2
+    var_diag = (member @ np.where(ok, spx.var_diag[idx_sel], 0.0)) * factor**2
+    bad = 2 * n_ok < n_mem
+    good = ~bad & ~line_mask[None, :] & (var_diag > 0)
+    scale = _nanmedian(spec, good)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = _nanmedian(spec / np.sqrt(var_diag), good)
+    return _Spectra(spec, var, var_diag, bad, scale, snr)
+
+
+def _normalise(spec, var, bad, scale, line_mask):
+    """Divide each spectrum by its ``scale``; inverse variance with masks as zero weights.
+
+    Works in place: ``spec`` becomes the normalised spectra (1 at bad pixels)
+    and ``var`` the inverse variance ``scale**2 / var`` in the normalised units
+    (0 at bad, line-masked or zero-variance pixels).
+
+    Parameters
+    ----------
+    spec, var : ndarray, shape (n_spec, n_pix)
+        Cube flux units and their square; overwritten.
+    bad : ndarray of bool, shape (n_spec, n_pix)
+    scale : ndarray, shape (n_spec,)
+        Cube flux units.
+    line_mask : ndarray of bool, shape (n_pix,)
+
+    Returns
+    -------
+    spectra, ivar : ndarray, shape (n_spec, n_pix)
+        The arrays ``spec`` and ``var``, overwritten.
+    """
+    good = ~bad & ~line_mask[None, :] & (var > 0)
+    spectra = spec
+    spectra /= scale[:, None]
+    spectra[bad] = 1.0
+    ivar = var
+    np.divide(scale[:, None] ** 2, var, out=ivar, where=good)
+    ivar[~good] = 0.0
+    return spectra, ivar
+
+
+def _bin_map(idx_sel: np.ndarray, group: np.ndarray, spatial_shape: tuple) -> np.ndarray:
+    """Spectrum index per spaxel, shape ``spatial_shape`` (ny, nx); -1 = not fitted."""
+    ny, nx = spatial_shape
+    bin_id = np.full(ny * nx, -1, dtype=int)
+    bin_id[idx_sel] = group
+    return bin_id.reshape(ny, nx)
 
 
 def _resolve_lsf(lsf: Any, cube) -> LineSpreadFunction | None:
+    """The instrumental line-spread function: ``lsf`` (``--lsf``), else the cube's own, else MUSE's, else None.
+
+    Warns when none is known.  Call it from :func:`prepare_cube` itself so that
+    the warning points at the caller of :func:`prepare_cube`.
+    """
     if lsf is not None:
         return as_lsf(lsf)
     lsf_fwhm = getattr(cube, "lsf_fwhm", None)
@@ -216,39 +661,117 @@ def _resolve_lsf(lsf: Any, cube) -> LineSpreadFunction | None:
     if str(getattr(cube, "layout", "")).upper() == "MUSE":
         return as_lsf("MUSE")
     warnings.warn(
-        f"{getattr(cube, 'path', 'cube')}: no line-spread function known; templates are not "
-        "broadened to the instrument's resolution (give --lsf)",
+        f"{getattr(cube, 'path', 'cube')}: no line-spread function is known for this cube (no LSF in the file "
+        "and not a MUSE cube), so the templates are not broadened to the instrument's resolution; "
+        "give one with --lsf",
         stacklevel=3,
     )
     return None
 
 
-def _check_options(redshift, velscale, target_sn, min_sn, emission_width, n_basis, margin_kms, wave_range):
-    try:
-        z = float(redshift)
-    except (TypeError, ValueError):
-        raise InputError(f"--redshift: must be a finite number > -1, got {redshift!r}") from None
-    if not (np.isfinite(z) and z > -1):
-        raise InputError(f"--redshift: must be a finite number > -1, got {redshift}")
-    if velscale is not None and not (np.isfinite(velscale) and velscale > 0):
-        raise InputError(f"--velscale: must be a positive number of km/s, got {velscale}")
-    if target_sn is not None and not (np.isfinite(target_sn) and target_sn > 0):
-        raise InputError(f"--target-sn: must be a positive number, got {target_sn}")
-    if not np.isfinite(min_sn):
-        raise InputError(f"--min-sn: must be a finite number, got {min_sn}")
-    if not (np.isfinite(emission_width) and emission_width >= 0):
-        raise InputError(f"--emission-width: must be a non-negative number of km/s, got {emission_width}")
-    if n_basis is not None and (int(n_basis) != n_basis or n_basis < 1):
-        raise InputError(f"--n-basis: must be a positive integer, got {n_basis}")
-    if not (np.isfinite(margin_kms) and margin_kms >= 0):
-        raise InputError(f"margin_kms: must be a non-negative number of km/s, got {margin_kms}")
-    if wave_range is not None:
-        try:
-            lo, hi = (float(v) for v in wave_range)
-        except (TypeError, ValueError):
-            raise InputError(f"--wave-range: need two wavelengths in Angstrom, got {wave_range!r}") from None
-        if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
-            raise InputError(f"--wave-range: need 0 < min < max (Angstrom), got {lo}-{hi}")
+def _broaden_templates(templates: TemplateLibrary, tpl_edges, grid: _Grid, lsf_obj, redshift: float):
+    """Crop the templates to the needed range and match them to the instrument's LSF on their native grid.
+
+    Parameters
+    ----------
+    templates : TemplateLibrary
+    tpl_edges : ndarray, shape (n_tpl_wave + 1,)
+        The templates' pixel edges, Angstrom.
+    grid : _Grid
+        Uses ``need_lo, need_hi`` (Angstrom); 60 A are kept beyond them for the
+        convolution kernel.
+    lsf_obj : LineSpreadFunction or None
+        None = no broadening.
+    redshift : float
+        Galaxy redshift (the LSF is given in the observed frame).
+
+    Returns
+    -------
+    t_edges : ndarray, shape (n_keep + 1,)
+        Edges of the kept template pixels, Angstrom.
+    t_flux : ndarray, shape (n_tpl, n_keep)
+        Broadened template flux.
+    """
+    pad = 60.0  # Angstrom kept beyond the needed range for the convolution kernel
+    keep = (templates.wave > grid.need_lo - pad) & (templates.wave < grid.need_hi + pad)
+    t_wave = templates.wave[keep]
+    t_flux = np.asarray(templates.flux, dtype=np.float64)[:, keep]
+    if lsf_obj is not None:
+        fwhm_t = templates.fwhm if np.ndim(templates.fwhm) == 0 else np.asarray(templates.fwhm)[keep]
+        t_flux = match_resolution(t_wave, t_flux, fwhm_t, lsf_obj, redshift, name="--templates")
+    kept = np.flatnonzero(keep)
+    return tpl_edges[kept[0] : kept[-1] + 2], t_flux
+
+
+def _rebin_templates(t_edges, t_flux, tpl_ln_edges, tpl_edges, names: tuple) -> np.ndarray:
+    """Log-rebin the templates onto the extended grid and divide each by its median.
+
+    Parameters
+    ----------
+    t_edges : ndarray, shape (n_keep + 1,)
+        Template pixel edges, Angstrom.
+    t_flux : ndarray, shape (n_tpl, n_keep)
+    tpl_ln_edges : ndarray, shape (n_tpl_pix + 1,)
+        Target grid, ln(Angstrom); clipped to the library's full range ``tpl_edges``.
+    tpl_edges : ndarray
+        The library's pixel edges, Angstrom.
+    names : tuple of str
+        Template names (error message only).
+
+    Returns
+    -------
+    ndarray, shape (n_tpl, n_tpl_pix)
+        Templates of median 1.
+
+    Raises
+    ------
+    InputError
+        When a template has a non-positive median on the grid (naming it and ``--templates``).
+    """
+    t_lo, t_hi = tpl_edges[0], tpl_edges[-1]
+    tpl = log_rebin(t_edges, t_flux, ln_edges=np.clip(tpl_ln_edges, np.log(t_lo), np.log(t_hi))).flux
+    t_med = np.median(tpl, axis=1)
+    if np.any(~(t_med > 0)):
+        raise InputError(f"--templates: template {names[int(np.argmin(t_med))]} has a non-positive median flux")
+    return tpl / t_med[:, None]
+
+
+def _summed_spectrum(spectra, ivar, scale):
+    """Sum of every fitted spectrum, in the cube's flux units, and where it is usable.
+
+    A pixel masked (``ivar == 0``) in some spectra is scaled up by
+    ``n_spec / n_unmasked``.
+
+    Returns
+    -------
+    stack : ndarray, shape (n_pix,)
+        Cube flux units.
+    n_ok : ndarray of int, shape (n_pix,)
+        Spectra unmasked at each pixel.
+    """
+    ok_all = ivar > 0
+    n_ok = ok_all.sum(0)
+    stack = (np.where(ok_all, spectra, 0.0) * scale[:, None]).sum(0)
+    stack *= np.where(n_ok > 0, ok_all.shape[0] / np.maximum(n_ok, 1), 0.0)
+    return stack, n_ok
+
+
+def _choose_basis(spectra, ivar, scale, tpl, n_basis: int, template_offset: int, velscale: float) -> np.ndarray:
+    """Indices of the ``n_basis`` templates (``--n-basis``) that best fit the summed spectrum.
+
+    :func:`select_basis` on the median-normalised sum of every fitted spectrum,
+    using the pixels unmasked in at least half of them; ``velscale`` in km/s.
+    """
+    stack, n_ok = _summed_spectrum(spectra, ivar, scale)
+    n_spec = ivar.shape[0]
+    return select_basis(
+        stack / np.median(stack[n_ok > 0]),
+        n_ok * 2 >= n_spec,
+        tpl,
+        int(n_basis),
+        template_offset=template_offset,
+        velscale=velscale,
+    )
 
 
 # ----------------------------------------------------------------------------- main entry
@@ -343,185 +866,59 @@ def prepare_cube(
     >>> prep.spectra.shape, prep.templates.shape  # doctest: +SKIP
     ((27, 3305), (10, 3391))
     """
-    _check_options(redshift, velscale, target_sn, min_sn, emission_width, n_basis, margin_kms, wave_range)
-    if not (0.0 <= min_good_fraction <= 1.0):
-        raise InputError(f"min_good_fraction: must lie in [0, 1], got {min_good_fraction}")
+    _check_options(
+        redshift, velscale, target_sn, min_sn, emission_width, n_basis, margin_kms, wave_range, min_good_fraction
+    )
     redshift = float(redshift)
-    zp1 = 1.0 + redshift
-    flux = np.asarray(cube.flux, dtype=np.float64)
-    ivar = np.asarray(cube.ivar, dtype=np.float64)
-    if flux.ndim != 3 or ivar.shape != flux.shape:
-        raise InputError(f"{cube.path}: flux and ivar must be (n_wave, ny, nx) arrays of one shape")
+    flux, ivar = _cube_arrays(cube)
     n_wave, ny, nx = flux.shape
     tpl_air = bool(templates.air)
 
-    # wavelengths: templates' convention, rest frame
-    wave_obs = _convert_convention(np.asarray(cube.wave, dtype=np.float64), bool(cube.air), tpl_air)
-    edges_rest = wave_edges(wave_obs, n_flux=n_wave) / zp1
+    # wavelength range and velscale; the galaxy and template ln(lambda) grids
+    edges_rest = _rest_frame_edges(cube, n_wave, tpl_air, redshift)
     tpl_edges = wave_edges(templates.wave, n_flux=templates.flux.shape[1])
-    c_lo, c_hi = edges_rest[0], edges_rest[-1]
-    t_lo, t_hi = tpl_edges[0], tpl_edges[-1]
-    frame = "air" if tpl_air else "vacuum"
-    if wave_range is not None:
-        lo, hi = max(float(wave_range[0]), c_lo), min(float(wave_range[1]), c_hi)
-        if lo >= hi:
-            raise InputError(
-                f"--wave-range: {wave_range[0]:.1f}-{wave_range[1]:.1f} A does not overlap the cube's "
-                f"rest-frame range {c_lo:.1f}-{c_hi:.1f} A ({frame}, z = {redshift})"
-            )
-    else:
-        lo, hi = max(c_lo, t_lo), min(c_hi, t_hi)
-        if lo >= hi:
-            raise InputError(
-                f"--templates: templates cover {t_lo:.1f}-{t_hi:.1f} A but the cube covers "
-                f"{c_lo:.1f}-{c_hi:.1f} A in the rest frame ({frame}, z = {redshift}): no overlap"
-            )
+    grid = _spectral_grid(edges_rest, tpl_edges, redshift, tpl_air, velscale, wave_range, margin_kms)
+    line_mask = _line_mask(grid.ln_wave, redshift, emission_width, tpl_air, mask_emission)
 
-    # pixel size: the cube's smallest pixel in km/s over the range
-    if velscale is None:
-        inside = (edges_rest[1:] > lo) & (edges_rest[:-1] < hi)
-        velscale = float(C_KMS * np.min(np.log(edges_rest[1:] / edges_rest[:-1])[inside]))
-    velscale = float(velscale)
-    step = velscale / C_KMS
-    n_ext = int(np.ceil(margin_kms / velscale - 1e-9))
-    if wave_range is None:
-        ov_lo, ov_hi = lo, hi
-        lo, hi = lo * np.exp(n_ext * step), hi * np.exp(-n_ext * step)
-        if lo >= hi:
-            raise InputError(
-                f"--wave-range: the overlap of cube and templates ({ov_lo:.1f}-{ov_hi:.1f} A rest frame) is "
-                f"narrower than twice the {margin_kms:g} km/s template margin"
-            )
-    need_lo, need_hi = lo * np.exp(-n_ext * step), hi * np.exp(n_ext * step)
-    tol = 1e-9 * need_hi
-    if need_lo < t_lo - tol or need_hi > t_hi + tol:
-        raise InputError(
-            f"--templates: templates cover {t_lo:.1f}-{t_hi:.1f} A but fitting {lo:.1f}-{hi:.1f} A "
-            f"(rest frame, {frame}, z = {redshift}) needs {need_lo:.1f}-{need_hi:.1f} A including the "
-            f"{margin_kms:g} km/s margin; narrow --wave-range or use other templates"
-        )
-    # an input already uniform in ln(lambda) at this velscale (MaNGA LOGCUBE): start
-    # the grid on an input edge so that rebinning is the identity (no smoothing, no
-    # correlated noise)
-    ln_in = np.log(edges_rest)
-    if np.allclose(np.diff(ln_in), step, rtol=1e-6, atol=0):
-        step = (ln_in[-1] - ln_in[0]) / n_wave  # the input's own step, free of round-off
-        velscale = float(step * C_KMS)
-        k = int(np.searchsorted(ln_in, np.log(lo) - 1e-6 * step))
-        lo = float(np.exp(ln_in[k]))
-    ln_edges = log_grid(lo, hi, velscale)
-    n_pix = ln_edges.size - 1
-
-    ln_wave = 0.5 * (ln_edges[1:] + ln_edges[:-1])
-    line_mask = (
-        emission_line_mask(ln_wave, redshift, emission_width, air=tpl_air)
-        if mask_emission
-        else np.zeros(n_pix, dtype=bool)
+    # spaxels: log-rebin, median flux and S/N, selection
+    spx = _rebin_spaxels(
+        flux.reshape(n_wave, ny * nx), ivar.reshape(n_wave, ny * nx), edges_rest, grid.ln_edges, line_mask
     )
-    # rebin every spaxel (in blocks of spaxels to bound the temporaries), with the
-    # per-spaxel median flux and S/N over the fitted pixels
-    n_sp = ny * nx
-    spec, var, var_diag, bad, med, snr_sp, n_good = _rebin_spaxels(
-        flux.reshape(n_wave, n_sp), ivar.reshape(n_wave, n_sp), edges_rest, ln_edges, line_mask
-    )
-    usable = (n_good >= max(1, min_good_fraction * n_pix)) & (med > 0) & np.isfinite(snr_sp)
-    if not np.any(usable):
-        raise InputError(
-            f"{cube.path}: no spaxel has usable pixels (positive median, >= {min_good_fraction:.0%} unmasked) "
-            f"in the rest-frame range {lo:.1f}-{hi:.1f} A (--wave-range)"
-        )
-    selected = usable & (snr_sp >= min_sn)
-    if not np.any(selected):
-        raise InputError(
-            f"--min-sn: no spaxel reaches S/N {min_sn} (the best has {np.nanmax(snr_sp[usable]):.2f})"
-        )
-    idx_sel = np.flatnonzero(selected)
+    idx_sel = _select_spaxels(spx, min_good_fraction, min_sn, cube.path, grid.lo, grid.hi)
 
     # spectra: one per selected spaxel or one per Voronoi bin
     if target_sn is None:
         group = np.arange(idx_sel.size)
-        if idx_sel.size < n_sp:
-            spec, var, var_diag, bad = spec[idx_sel], var[idx_sel], var_diag[idx_sel], bad[idx_sel]
-        scale, snr = med[idx_sel], snr_sp[idx_sel]
+        chosen_spectra = _take_spaxels(spx, idx_sel)
     else:
         yy, xx = np.divmod(idx_sel, nx)
-        group = voronoi_bins(xx, yy, med[idx_sel], med[idx_sel] / snr_sp[idx_sel], float(target_sn))
-        n_bin = int(group.max()) + 1
-        member = sp.csr_matrix(
-            (np.ones(idx_sel.size), (group, np.arange(idx_sel.size))), shape=(n_bin, idx_sel.size)
-        )
-        ok = ~bad[idx_sel]
-        n_mem = np.asarray(member.sum(1)).ravel()[:, None]
-        n_ok = member @ ok.astype(np.float64)
-        factor = np.where(n_ok > 0, n_mem / np.maximum(n_ok, 1), 0.0)
-        spec = (member @ np.where(ok, spec[idx_sel], 0.0)) * factor
-        var = (member @ np.where(ok, var[idx_sel], 0.0)) * factor**2
-        var_diag = (member @ np.where(ok, var_diag[idx_sel], 0.0)) * factor**2
-        bad = 2 * n_ok < n_mem
-        good = ~bad & ~line_mask[None, :] & (var_diag > 0)
-        scale = _nanmedian(spec, good)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            snr = _nanmedian(spec / np.sqrt(var_diag), good)
-    del var_diag
+        signal = spx.med[idx_sel]
+        group = voronoi_bins(xx, yy, signal, signal / spx.snr[idx_sel], float(target_sn))
+        chosen_spectra = _coadd_bins(spx, idx_sel, group, line_mask)
+    del spx
+    spec, var, var_diag, bad, scale, snr = chosen_spectra
+    del chosen_spectra, var_diag
+    spectra, ivar_out = _normalise(spec, var, bad, scale, line_mask)
+    del spec, var, bad
+    bin_id = _bin_map(idx_sel, group, (ny, nx))
 
-    # normalise in place: spectra / scale, ivar = scale^2 / var on good pixels, 0 elsewhere
-    good = ~bad & ~line_mask[None, :] & (var > 0)
-    spectra = spec
-    spectra /= scale[:, None]
-    spectra[bad] = 1.0
-    ivar_out = var
-    np.divide(scale[:, None] ** 2, var, out=ivar_out, where=good)
-    ivar_out[~good] = 0.0
-    del good, bad
-
-    bin_id = np.full(n_sp, -1, dtype=int)
-    bin_id[idx_sel] = group
-    bin_id = bin_id.reshape(ny, nx)
-
-    # templates: LSF match on their native grid, then log-rebin on the extended grid
-    tpl_ln_edges = ln_edges[0] + step * np.arange(-n_ext, n_pix + n_ext + 1)
+    # templates: LSF match on their native grid, log-rebin on the extended grid, basis
     lsf_obj = _resolve_lsf(lsf, cube)
-    pad = 60.0  # Angstrom kept beyond the needed range for the convolution kernel
-    keep = (templates.wave > need_lo - pad) & (templates.wave < need_hi + pad)
-    t_wave = templates.wave[keep]
-    t_flux = np.asarray(templates.flux, dtype=np.float64)[:, keep]
-    if lsf_obj is not None:
-        fwhm_t = templates.fwhm if np.ndim(templates.fwhm) == 0 else np.asarray(templates.fwhm)[keep]
-        t_flux = match_resolution(t_wave, t_flux, fwhm_t, lsf_obj, redshift, name="--templates")
-    kept = np.flatnonzero(keep)
-    t_edges = tpl_edges[kept[0] : kept[-1] + 2]
-    tpl = log_rebin(t_edges, t_flux, ln_edges=np.clip(tpl_ln_edges, np.log(t_lo), np.log(t_hi))).flux
-    t_med = np.median(tpl, axis=1)
+    t_edges, t_flux = _broaden_templates(templates, tpl_edges, grid, lsf_obj, redshift)
     names = tuple(templates.names)
-    if np.any(~(t_med > 0)):
-        raise InputError(f"--templates: template {names[int(np.argmin(t_med))]} has a non-positive median flux")
-    tpl = tpl / t_med[:, None]
-
+    tpl = _rebin_templates(t_edges, t_flux, grid.tpl_ln_edges, tpl_edges, names)
     if n_basis is not None and int(n_basis) < tpl.shape[0]:
-        # summed spectrum of everything fitted, in the cube's flux units; a pixel
-        # masked in some spectra is scaled up by n_spec / n_unmasked
-        ok_all = ivar_out > 0
-        n_ok = ok_all.sum(0)
-        stack = (np.where(ok_all, spectra, 0.0) * scale[:, None]).sum(0)
-        stack *= np.where(n_ok > 0, ok_all.shape[0] / np.maximum(n_ok, 1), 0.0)
-        chosen = select_basis(
-            stack / np.median(stack[n_ok > 0]),
-            n_ok * 2 >= ok_all.shape[0],
-            tpl,
-            int(n_basis),
-            template_offset=n_ext,
-            velscale=velscale,
-        )
+        chosen = _choose_basis(spectra, ivar_out, scale, tpl, n_basis, grid.n_ext, grid.velscale)
         tpl = tpl[chosen]
         names = tuple(names[i] for i in chosen)
 
     return PreparedData(
         spectra=spectra,
         ivar=ivar_out,
-        ln_wave=ln_wave,
-        velscale=velscale,
+        ln_wave=grid.ln_wave,
+        velscale=grid.velscale,
         templates=tpl,
-        template_offset=n_ext,
+        template_offset=grid.n_ext,
         template_names=names,
         snr=snr,
         bin_id=bin_id,
