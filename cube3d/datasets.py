@@ -1,18 +1,23 @@
 """Paths to the bundled demo data (a real MUSE cutout, MILES-HC templates, the MUSE LSF).
 
-The files live in the repository's top-level ``data/`` folder (see ``data/README.md``
-for provenance, licences and the script that cut them).  They are found, in order:
+The files are kept in the repository's top-level ``data/`` folder (see ``data/README.md``
+for provenance, licences and the script that cut them), which ``pyproject.toml`` maps into
+the package ``cube3d.demo_data``: a wheel or ``pip install .`` copies them into
+``site-packages/cube3d/demo_data/``, an editable install (``pip install -e .``) reads them
+from ``data/`` itself.  They are read through :func:`importlib.resources.files`, so the demo
+works wherever cube3d is installed, whatever the current directory.
 
-1. in the folder named by the environment variable ``CUBE3D_DATA``, if set;
-2. in ``data/`` next to the ``cube3d`` package (a source checkout or an editable install);
-3. in ``data/`` of the current directory (a regular install run from the repository root).
-
+The environment variable ``CUBE3D_DATA``, when set, names a folder that replaces the
+bundled one (same layout: ``muse_a478_cutout.fits``, ``templates/``, ``lsf/MUSE-WFM.lsf``).
 A missing file raises :class:`~cube3d.errors.InputError` naming the path looked for.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+from importlib import resources
 from pathlib import Path
 
 from cube3d.errors import InputError
@@ -26,9 +31,15 @@ __all__ = ["data_dir", "demo_cube_path", "demo_templates_dir", "demo_lsf_path", 
 DEMO_REDSHIFT = 0.0857
 CLUSTER_REDSHIFT = 0.0881
 
+#: the package that holds the demo data (the top-level ``data/`` folder of the source tree)
+DATA_PACKAGE = "cube3d.demo_data"
 CUBE_NAME = "muse_a478_cutout.fits"
 TEMPLATES_NAME = "templates"
 LSF_NAME = "lsf/MUSE-WFM.lsf"
+
+# keeps files extracted by importlib.resources.as_file (zipped installs only) until exit
+_EXTRACTED = contextlib.ExitStack()
+atexit.register(_EXTRACTED.close)
 
 
 def data_dir():
@@ -37,13 +48,13 @@ def data_dir():
     Returns
     -------
     pathlib.Path
-        ``$CUBE3D_DATA`` when set, else ``data/`` beside the ``cube3d`` package, else
-        ``./data`` when it holds the demo cube.
+        ``$CUBE3D_DATA`` when set, else the folder of the installed package
+        ``cube3d.demo_data`` (``data/`` of the source tree in an editable install).
 
     Raises
     ------
     cube3d.errors.InputError
-        When no such folder exists.
+        When the folder does not exist or the package is not installed.
     """
     env = os.environ.get("CUBE3D_DATA")
     if env:
@@ -51,20 +62,23 @@ def data_dir():
         if not path.is_dir():
             raise InputError(f"{path}: demo data folder (from CUBE3D_DATA) not found")
         return path
-    path = _package_data_dir()
-    if path.is_dir():
-        return path
-    here = Path.cwd() / "data"
-    if (here / CUBE_NAME).is_file():
-        return here
-    raise InputError(
-        f"{path}: demo data folder not found (use a source checkout, run from the repository root "
-        "or set CUBE3D_DATA)"
-    )
+    return _package_data_dir()
 
 
 def _package_data_dir():
-    return Path(__file__).resolve().parent.parent / "data"
+    try:
+        root = resources.files(DATA_PACKAGE)
+    except ModuleNotFoundError:
+        raise InputError(
+            f"{DATA_PACKAGE}: demo data package not installed (reinstall cube3d, e.g. pip install -e ., "
+            "or set CUBE3D_DATA)"
+        ) from None
+    if isinstance(root, Path):  # a regular install: the data are plain files
+        return root
+    try:  # a zipped install: extract (directories need Python >= 3.12)
+        return _EXTRACTED.enter_context(resources.as_file(root))
+    except (TypeError, NotImplementedError, OSError) as exc:
+        raise InputError(f"{DATA_PACKAGE}: demo data are not plain files ({exc}); set CUBE3D_DATA") from None
 
 
 def _existing(path, kind):

@@ -3,7 +3,8 @@
 
 Run from anywhere:  python data/make_demo_data.py [--shared PATH] [--out PATH]
 
-Makes, in data/ (see data/README.md for provenance and licences):
+Makes, in data/ (see data/README.md for provenance and licences; pyproject.toml installs this
+folder as the package ``cube3d.demo_data``, which is where ``cube3d.datasets`` reads it):
 
 * ``muse_a478_cutout.fits``: a 20 x 20 spaxel x 681 pixel cutout (observed
   5149.9-5999.9 A) of the MUSE cube of the Abell 478 BCG, centred on the brightest

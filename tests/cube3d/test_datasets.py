@@ -1,4 +1,7 @@
-"""Tests of cube3d.datasets and the bundled demo data in data/."""
+"""Tests of cube3d.datasets and the bundled demo data in data/ (installed as cube3d.demo_data)."""
+
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,11 +109,36 @@ def test_missing_file(monkeypatch, tmp_path):
             fn()
 
 
-def test_cwd_fallback(monkeypatch, tmp_path, repo_data):
+def test_installed_data_are_the_repo_data(monkeypatch, repo_data):
+    """Without CUBE3D_DATA the files come from the package cube3d.demo_data, which is data/ of the
+    source tree (editable install) or a copy of it (wheel): same names, same bytes."""
     monkeypatch.delenv("CUBE3D_DATA", raising=False)
-    monkeypatch.setattr(datasets, "_package_data_dir", lambda: tmp_path / "site-packages" / "data")
-    monkeypatch.chdir(repo_data.parent)
-    assert datasets.demo_cube_path() == repo_data / "muse_a478_cutout.fits"
+    root = datasets.data_dir()
+    assert root == Path(resources.files(datasets.DATA_PACKAGE))
+    assert datasets.demo_cube_path() == root / "muse_a478_cutout.fits"
+    shipped = ["muse_a478_cutout.fits", "lsf/MUSE-WFM.lsf"] + [
+        f"templates/{p.name}" for p in sorted((repo_data / "templates").glob("*.fits"))]
+    assert len(shipped) == 10
+    for name in shipped:
+        assert (root / name).read_bytes() == (repo_data / name).read_bytes(), name
+
+
+def test_data_found_from_any_directory(monkeypatch, tmp_path):
+    monkeypatch.delenv("CUBE3D_DATA", raising=False)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(InputError, match="site-packages"):
+    assert datasets.demo_cube_path().is_file()
+    assert datasets.demo_cube_path().is_absolute()
+
+
+def test_missing_package(monkeypatch):
+    monkeypatch.delenv("CUBE3D_DATA", raising=False)
+    monkeypatch.setattr(datasets, "DATA_PACKAGE", "cube3d.no_such_data")
+    with pytest.raises(InputError, match="cube3d.no_such_data.*CUBE3D_DATA"):
         datasets.demo_cube_path()
+
+
+def test_missing_file_in_package(monkeypatch, tmp_path):
+    monkeypatch.delenv("CUBE3D_DATA", raising=False)
+    monkeypatch.setattr(datasets, "_package_data_dir", lambda: tmp_path / "site-packages" / "demo_data")
+    with pytest.raises(InputError, match="site-packages"):
+        datasets.demo_lsf_path()
