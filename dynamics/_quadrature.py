@@ -9,8 +9,8 @@ Legendre nodes each.  On the same nodes we provide
 * the spectral cumulative-integration matrix ``S[k, j] = int_{-1}^{x_k} l_j(x) dx``
   (``l_j`` the Lagrange polynomials of the nodes), so running integrals are exact
   for polynomials of degree < ``order`` on every panel (``cumulative``),
-* barycentric Lagrange interpolation within the panel that contains a point
-  (``interpolate``).
+* polynomial interpolation within the panel that contains a point (Chebyshev
+  coefficients of the panel's interpolant, Clenshaw's recurrence; ``interpolate``).
 
 For an integrand analytic in a strip of half-width ``d`` around the interval, the
 error per panel of half-width ``h`` falls like ``rho**(-2 * order)`` for the
@@ -46,15 +46,6 @@ def _integration_matrix(order):
         antider = leg.legint(coef[:, j], lbnd=-1.0)
         s[:, j] = leg.legval(x, antider)
     return s
-
-
-@lru_cache(maxsize=None)
-def _barycentric_weights(order):
-    x, _ = gauss_legendre(order)
-    diff = x[:, None] - x[None, :]
-    numpy.fill_diagonal(diff, 1.0)
-    w = 1.0 / numpy.prod(diff, axis=1)
-    return w / numpy.max(numpy.abs(w))
 
 
 def panel_nodes(lo, hi, n_panels, order):

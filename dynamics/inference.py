@@ -14,19 +14,23 @@ tracer's Plummer scale is free: ``p_mem(R) = 2 R a^2 / (R^2 + a^2)^2`` normalise
 ``R_max``, ``p_fg(R) = 2 R / R_max^2`` (uniform foreground). Without a foreground the
 likelihood is the Gaussian member term alone.
 
-Parameters (all in the sampling coordinates below; uniform priors whose bounds the
-config may override):
+The halo and the anisotropy are objects: fixed (a :class:`dynamics.Profile`, a
+:class:`dynamics.Anisotropy` such as ``Isotropic()``) or a :class:`Family`, a function of
+sampled parameters that declares their uniform priors. The user's own profile enters the
+same way (a :class:`Family` whose ``build`` returns it). The parameters, in sampling
+coordinates (uniform priors; ``config.priors`` overrides the bounds):
 
 ========================  ==========================================================
-``log10_rho_s``           halo scale density, log10 Msun/kpc^3, or, when
-                          ``config.mass_radius`` is set, instead
+``log10_rho_s``           halo scale density, log10 Msun/kpc^3 (:data:`ZHAO_HALO`,
+                          :data:`NFW_HALO`), or, when ``config.mass_radius`` is set,
+                          in place of the halo family's ``amplitude``
 ``log10_m_ref``           log10 halo mass (Msun) within ``mass_radius`` (the quantity
                           the stars measure best, e.g. Wolf et al. 2010, so that the
                           posterior is far less curved than in ``rho_s``)
-``log10_r_s``             halo scale radius, log10 kpc
-``gamma``                 Zhao inner slope (``alpha = 1``, ``beta = 3``; ``halo="zhao"``)
-``beta_sym``              symmetrised anisotropy ``beta / (2 - beta)`` (``"constant"``)
-``log10_r_a``             Osipkov-Merritt radius, log10 kpc (``"om"``)
+``log10_r_s``             halo scale radius, log10 kpc (:data:`ZHAO_HALO`, :data:`NFW_HALO`)
+``gamma``                 Zhao inner slope (``alpha = 1``, ``beta = 3``; :data:`ZHAO_HALO`)
+``beta_sym``              symmetrised anisotropy ``beta / (2 - beta)`` (:data:`CONSTANT_BETA`)
+``log10_r_a``             Osipkov-Merritt radius, log10 kpc (:data:`OSIPKOV_MERRITT`)
 ``log10_r_plummer``       tracer Plummer scale, log10 kpc (when not fixed)
 ``v_sys``                 systemic velocity, km/s
 ``f_fg``                  foreground fraction (``foreground=True``)
@@ -44,7 +48,10 @@ Hoffman M. D. & Gelman A. 2014, JMLR 15, 1593 (NUTS).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import partial
+from types import MappingProxyType
 from typing import NamedTuple
 
 import jax
@@ -55,12 +62,17 @@ import numpyro.distributions as dist
 from numpyro.diagnostics import summary
 from numpyro.infer import MCMC, NUTS, init_to_median, init_to_value
 
-from dynamics.anisotropy import ConstantBeta, Isotropic, OsipkovMerritt
+from dynamics.anisotropy import Anisotropy, ConstantBeta, OsipkovMerritt
 from dynamics.jeans import sigma_los2_profile
-from dynamics.profiles import NFW, Plummer, Zhao
+from dynamics.profiles import NFW, Plummer, Profile, Zhao
 
 __all__ = [
     "StarData",
+    "Family",
+    "ZHAO_HALO",
+    "NFW_HALO",
+    "CONSTANT_BETA",
+    "OSIPKOV_MERRITT",
     "ModelConfig",
     "RadiusGrid",
     "radius_grid",
@@ -75,19 +87,15 @@ __all__ = [
     "fit_nuts",
 ]
 
-DEFAULT_PRIORS = {
-    "log10_rho_s": (4.0, 10.0),
+# uniform-prior bounds of the parameters that belong to no family (read-only)
+DEFAULT_PRIORS = MappingProxyType({
     "log10_m_ref": (4.0, 10.0),
-    "log10_r_s": (-1.0, 1.5),
-    "gamma": (0.0, 1.5),
-    "beta_sym": (-0.95, 0.95),
-    "log10_r_a": (-2.0, 1.5),
     "log10_r_plummer": (-2.0, 1.0),
     "v_sys": (-1000.0, 1000.0),
     "f_fg": (0.0, 1.0),
     "fg_mean": (-1000.0, 1000.0),
     "log10_fg_sigma": (0.0, 3.0),
-}
+})
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -146,14 +154,96 @@ def radius_grid(R, n_nodes=32):
     return RadiusGrid(jnp.asarray(np.exp(nodes)), jnp.asarray(mat))
 
 
-class ModelConfig(NamedTuple):
-    """Static choices of the discrete-star model (not traced).
+def _read_only(mapping, value=lambda v: v):
+    """A read-only copy of a mapping (or of a sequence of pairs)."""
+    return MappingProxyType({str(k): value(v) for k, v in dict(mapping).items()})
+
+
+@dataclass(frozen=True)
+class Family:
+    """A profile or anisotropy built from sampled parameters, with their uniform priors.
+
+    Parameters
+    ----------
+    build : callable
+        ``params -> model``: maps the parameter values (a dict of scalars by name, which
+        also holds the model's other sampled and fixed parameters) to a
+        :class:`dynamics.Profile` (a halo; the user's own subclass works as in
+        :func:`dynamics.sigma_los`) or a :class:`dynamics.Anisotropy`. Traced by JAX.
+    priors : mapping or sequence of pairs
+        ``name -> (lo, hi)``: the parameters that ``build`` reads, in sampling order, and
+        the bounds of their uniform priors (in the sampling coordinate, e.g. log10 kpc).
+        Stored as a read-only copy.
+    amplitude : str or None
+        For a halo: the name of a log10 normalisation among ``priors``, the density being
+        proportional to ``10**params[amplitude]``. Needed by ``ModelConfig.mass_radius``,
+        which samples ``log10_m_ref`` in its place.
+
+    Examples
+    --------
+    A cored halo, sampled in log10 of its density (Msun/kpc^3) and core radius (kpc):
+
+    >>> from dynamics import Burkert, Isotropic
+    >>> burkert = Family(lambda p: Burkert(10.0 ** p["log10_rho_0"], 10.0 ** p["log10_r_0"]),
+    ...                  {"log10_rho_0": (5.0, 10.0), "log10_r_0": (-1.0, 1.5)},
+    ...                  amplitude="log10_rho_0")
+    >>> param_names(ModelConfig(halo=burkert, anisotropy=Isotropic()))
+    ['log10_rho_0', 'log10_r_0', 'v_sys']
+    """
+
+    build: Callable
+    priors: Mapping
+    amplitude: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "priors", _read_only(self.priors, tuple))
+        if not callable(self.build):
+            raise ValueError(f"Family: build must be callable, got {self.build!r}")
+        if self.amplitude is not None and self.amplitude not in self.priors:
+            raise ValueError(f"Family: amplitude {self.amplitude!r} is not among the priors "
+                             f"{list(self.priors)}")
+
+
+def _zhao(p):
+    return Zhao(10.0 ** p["log10_rho_s"], 10.0 ** p["log10_r_s"], 1.0, 3.0, p["gamma"])
+
+
+def _nfw(p):
+    return NFW(10.0 ** p["log10_rho_s"], 10.0 ** p["log10_r_s"])
+
+
+def _constant_beta(p):
+    bs = p["beta_sym"]
+    return ConstantBeta(2.0 * bs / (1.0 + bs))  # Read et al. 2006: beta_sym = beta/(2-beta)
+
+
+def _osipkov_merritt(p):
+    return OsipkovMerritt(10.0 ** p["log10_r_a"])
+
+
+_HALO_PRIORS = {"log10_rho_s": (4.0, 10.0), "log10_r_s": (-1.0, 1.5)}
+#: Zhao halo ``(alpha, beta) = (1, 3)`` with free inner slope: ``log10_rho_s``, ``log10_r_s``, ``gamma``.
+ZHAO_HALO = Family(_zhao, {**_HALO_PRIORS, "gamma": (0.0, 1.5)}, amplitude="log10_rho_s")
+#: NFW halo: ``log10_rho_s``, ``log10_r_s``.
+NFW_HALO = Family(_nfw, _HALO_PRIORS, amplitude="log10_rho_s")
+#: Constant anisotropy, sampled as ``beta_sym = beta / (2 - beta)`` (Read et al. 2006).
+CONSTANT_BETA = Family(_constant_beta, {"beta_sym": (-0.95, 0.95)})
+#: Osipkov-Merritt anisotropy: ``log10_r_a`` (kpc).
+OSIPKOV_MERRITT = Family(_osipkov_merritt, {"log10_r_a": (-2.0, 1.5)})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Static choices of the discrete-star model (not traced; immutable).
 
     Attributes
     ----------
-    halo : {"zhao", "nfw"}
-        Dark halo: Zhao ``(alpha, beta) = (1, 3)`` with free inner slope ``gamma``, or NFW.
-    anisotropy : {"isotropic", "constant", "om"}
+    halo : Family or Profile
+        Dark halo: a :class:`Family` (:data:`ZHAO_HALO`, :data:`NFW_HALO` or the user's
+        own), or a fixed :class:`dynamics.Profile` (no halo parameter sampled).
+    anisotropy : Family or Anisotropy
+        :data:`CONSTANT_BETA`, :data:`OSIPKOV_MERRITT`, the user's own :class:`Family`,
+        or a fixed :class:`dynamics.Anisotropy` such as ``Isotropic()``.
     foreground : bool
         Include the Gaussian foreground mixture.
     tracer_r_s : float or None
@@ -162,26 +252,38 @@ class ModelConfig(NamedTuple):
     R_max : float or None
         Radius (kpc) of the survey footprint for the positional terms.
     mass_radius : float or None
-        When set (kpc), the halo normalisation is sampled as ``log10_m_ref``, the log10
-        halo mass within this radius, instead of ``log10_rho_s``.
+        When set (kpc), the halo normalisation (the halo family's ``amplitude``) is
+        sampled as ``log10_m_ref``, the log10 halo mass within this radius.
     stellar_mass : float
         Known stellar mass (Msun) in a Plummer sphere of the tracer's scale added to the
         halo; ``0`` for a dark-matter-only mass model.
-    priors : dict
-        ``name -> (lo, hi)`` uniform-prior bounds overriding :data:`DEFAULT_PRIORS`.
-    fixed : dict
-        ``name -> value`` parameters held fixed (not sampled).
+    priors : mapping
+        ``name -> (lo, hi)`` uniform-prior bounds overriding those of the families and
+        :data:`DEFAULT_PRIORS`. Stored as a read-only copy.
+    fixed : mapping
+        ``name -> value`` parameters held fixed (not sampled). Stored as a read-only copy.
+
+    Examples
+    --------
+    >>> from dynamics import Isotropic
+    >>> config = ModelConfig(halo=NFW_HALO, anisotropy=Isotropic(), fixed={"log10_r_s": 0.0})
+    >>> param_names(config)
+    ['log10_rho_s', 'v_sys']
     """
 
-    halo: str = "zhao"
-    anisotropy: str = "constant"
+    halo: Family | Profile = ZHAO_HALO
+    anisotropy: Family | Anisotropy = CONSTANT_BETA
     foreground: bool = False
     tracer_r_s: float | None = 0.25
     R_max: float | None = None
     mass_radius: float | None = None
     stellar_mass: float = 0.0
-    priors: dict = {}
-    fixed: dict = {}
+    priors: Mapping = field(default_factory=dict)
+    fixed: Mapping = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "priors", _read_only(self.priors, tuple))
+        object.__setattr__(self, "fixed", _read_only(self.fixed))
 
 
 class FitResult(NamedTuple):
@@ -212,53 +314,74 @@ class FitResult(NamedTuple):
 
 
 def _check_config(config):
-    if config.halo not in ("zhao", "nfw"):
-        raise ValueError(f"config.halo must be 'zhao' or 'nfw', got {config.halo!r}")
-    if config.anisotropy not in ("isotropic", "constant", "om"):
-        raise ValueError(
-            f"config.anisotropy must be 'isotropic', 'constant' or 'om', got {config.anisotropy!r}"
-        )
+    if not isinstance(config.halo, (Family, Profile)):
+        raise ValueError("config.halo must be a Family (e.g. ZHAO_HALO, NFW_HALO) or a dynamics "
+                         f"Profile, got {config.halo!r}")
+    if not isinstance(config.anisotropy, (Family, Anisotropy)):
+        raise ValueError("config.anisotropy must be a Family (e.g. CONSTANT_BETA, OSIPKOV_MERRITT) "
+                         f"or a dynamics Anisotropy (e.g. Isotropic()), got {config.anisotropy!r}")
     if config.tracer_r_s is None and config.R_max is None:
         raise ValueError("config.R_max is needed when the tracer scale (tracer_r_s) is free")
     if config.tracer_r_s is not None and not config.tracer_r_s > 0:
         raise ValueError(f"config.tracer_r_s must be > 0, got {config.tracer_r_s}")
     if config.mass_radius is not None and not config.mass_radius > 0:
         raise ValueError(f"config.mass_radius must be > 0, got {config.mass_radius}")
+    if config.mass_radius is not None and getattr(config.halo, "amplitude", None) is None:
+        raise ValueError("config.mass_radius needs a halo Family with an amplitude parameter")
     if config.stellar_mass < 0:
         raise ValueError(f"config.stellar_mass must be >= 0, got {config.stellar_mass}")
-    names = set(_all_names(config))
+    bounds = _default_bounds(config)
+    names = [name for name, _ in bounds]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"parameters {twice} are declared twice (halo, anisotropy and model "
+                         "parameters need distinct names)")
     for key in list(config.priors) + list(config.fixed):
         if key not in names:
             raise ValueError(f"unknown parameter {key!r} for this config; known: {sorted(names)}")
-    for key, (lo, hi) in config.priors.items():
+    for key, (lo, hi) in bounds + list(config.priors.items()):
         if not lo < hi:
             raise ValueError(f"prior bounds for {key!r} must satisfy lo < hi, got ({lo}, {hi})")
 
 
-def _all_names(config):
-    names = ["log10_rho_s" if config.mass_radius is None else "log10_m_ref", "log10_r_s"]
-    if config.halo == "zhao":
-        names.append("gamma")
-    if config.anisotropy == "constant":
-        names.append("beta_sym")
-    elif config.anisotropy == "om":
-        names.append("log10_r_a")
-    if config.tracer_r_s is None:
-        names.append("log10_r_plummer")
-    names.append("v_sys")
+def _default_bounds(config):
+    """``[(name, (lo, hi)), ...]``: every parameter of a config and its default prior, in order."""
+    bounds = []
+    if isinstance(config.halo, Family):
+        for name, lo_hi in config.halo.priors.items():
+            if config.mass_radius is not None and name == config.halo.amplitude:
+                name, lo_hi = "log10_m_ref", DEFAULT_PRIORS["log10_m_ref"]
+            bounds.append((name, lo_hi))
+    if isinstance(config.anisotropy, Family):
+        bounds += list(config.anisotropy.priors.items())
+    model = ["log10_r_plummer"] if config.tracer_r_s is None else []
+    model.append("v_sys")
     if config.foreground:
-        names += ["f_fg", "fg_mean", "log10_fg_sigma"]
-    return names
+        model += ["f_fg", "fg_mean", "log10_fg_sigma"]
+    return bounds + [(name, DEFAULT_PRIORS[name]) for name in model]
 
 
 def param_names(config):
     """Names of the free (sampled) parameters of a config, in a fixed order."""
     _check_config(config)
-    return [n for n in _all_names(config) if n not in config.fixed]
+    return [n for n, _ in _default_bounds(config) if n not in config.fixed]
 
 
-def _prior_bounds(config, name):
-    return config.priors.get(name, DEFAULT_PRIORS[name])
+def _prior_bounds(config):
+    """``name -> (lo, hi)`` of the free parameters, ``config.priors`` taking precedence."""
+    defaults = dict(_default_bounds(config))
+    return {n: config.priors.get(n, defaults[n]) for n in param_names(config)}
+
+
+def _build_halo(p, config):
+    halo = config.halo
+    if not isinstance(halo, Family):
+        return halo
+    if config.mass_radius is None:
+        return halo.build(p)
+    # the density is proportional to 10**amplitude: scale a unit halo to the requested M(<r_ref)
+    unit_mass = halo.build({**p, halo.amplitude: 0.0}).enclosed_mass(config.mass_radius)
+    return halo.build({**p, halo.amplitude: p["log10_m_ref"] - jnp.log10(unit_mass)})
 
 
 def build_models(params, config):
@@ -278,29 +401,13 @@ def build_models(params, config):
     anisotropy : Anisotropy
     """
     p = {**config.fixed, **params}
-    r_s = 10.0 ** p["log10_r_s"]
-
-    def make_halo(rho_s):
-        if config.halo == "zhao":
-            return Zhao(rho_s, r_s, 1.0, 3.0, p["gamma"])
-        return NFW(rho_s, r_s)
-
-    if config.mass_radius is None:
-        halo = make_halo(10.0 ** p["log10_rho_s"])
-    else:
-        # the density is linear in rho_s: scale a unit halo to the requested M(<r_ref)
-        unit_mass = make_halo(1.0).enclosed_mass(config.mass_radius)
-        halo = make_halo(10.0 ** p["log10_m_ref"] / unit_mass)
+    halo = _build_halo(p, config)
     a = config.tracer_r_s if config.tracer_r_s is not None else 10.0 ** p["log10_r_plummer"]
     tracer = Plummer(1.0, a)
     mass = halo if config.stellar_mass == 0 else Plummer(config.stellar_mass, a) + halo
-    if config.anisotropy == "constant":
-        bs = p["beta_sym"]
-        aniso = ConstantBeta(2.0 * bs / (1.0 + bs))  # Read et al. 2006: beta_sym = beta/(2-beta)
-    elif config.anisotropy == "om":
-        aniso = OsipkovMerritt(10.0 ** p["log10_r_a"])
-    else:
-        aniso = Isotropic()
+    aniso = config.anisotropy
+    if isinstance(aniso, Family):
+        aniso = aniso.build(p)
     return tracer, mass, aniso
 
 
@@ -403,8 +510,7 @@ def dwarf_model(data, config=ModelConfig(), grid=None):
         See :func:`log_likelihood`.
     """
     params = {}
-    for name in param_names(config):
-        lo, hi = _prior_bounds(config, name)
+    for name, (lo, hi) in _prior_bounds(config).items():
         params[name] = numpyro.sample(name, dist.Uniform(lo, hi))
     numpyro.factor("log_likelihood", log_likelihood(params, data, config, grid))
 

@@ -48,7 +48,8 @@ def main(argv=None):
     import matplotlib.pyplot as plt
 
     from dynamics import NFW, OsipkovMerritt, Plummer
-    from dynamics.inference import ModelConfig, StarData, build_models, fit_nuts
+    from dynamics.inference import (NFW_HALO, OSIPKOV_MERRITT, ZHAO_HALO, ModelConfig, StarData,
+                                    build_models, fit_nuts)
     from dynamics.jeans import sigma_los
     from dynamics.mocks import mock_stars
 
@@ -67,7 +68,8 @@ def main(argv=None):
     # radius, 1.305 a), which the stars constrain best; rho_s follows
     r_ref = 0.33
     truth["log10_m_ref"] = float(np.log10(halo.enclosed_mass(r_ref)))
-    config = ModelConfig(halo=args.halo, anisotropy="om", foreground=args.foreground > 0,
+    halo_family = {"zhao": ZHAO_HALO, "nfw": NFW_HALO}[args.halo]
+    config = ModelConfig(halo=halo_family, anisotropy=OSIPKOV_MERRITT, foreground=args.foreground > 0,
                          tracer_r_s=0.25, mass_radius=r_ref, priors={"v_sys": (0.0, 120.0)})
     data = StarData(mock.R, mock.v, mock.v_err)
     fit = fit_nuts(key_fit, data, config, num_warmup=args.num_warmup,

@@ -27,6 +27,10 @@ import numpy as np  # noqa: E402
 
 from dynamics import NFW, ConstantBeta, OsipkovMerritt, Plummer  # noqa: E402
 from dynamics.inference import (  # noqa: E402
+    CONSTANT_BETA,
+    NFW_HALO,
+    OSIPKOV_MERRITT,
+    ZHAO_HALO,
     ModelConfig,
     StarData,
     build_models,
@@ -55,10 +59,11 @@ def _time(fn, *args, repeat=200):
 def bench_likelihood(data):
     print(f"\n[1] log-likelihood + gradient, {data.R.shape[0]} stars (jit, median of 200 calls)")
     configs = {
-        "nfw + OM (4 par)": ModelConfig(halo="nfw", anisotropy="om"),
-        "zhao + OM (5 par)": ModelConfig(halo="zhao", anisotropy="om"),
-        "zhao + const beta (5 par)": ModelConfig(halo="zhao", anisotropy="constant"),
-        "zhao + OM + foreground (8 par)": ModelConfig(halo="zhao", anisotropy="om", foreground=True),
+        "nfw + OM (4 par)": ModelConfig(halo=NFW_HALO, anisotropy=OSIPKOV_MERRITT),
+        "zhao + OM (5 par)": ModelConfig(halo=ZHAO_HALO, anisotropy=OSIPKOV_MERRITT),
+        "zhao + const beta (5 par)": ModelConfig(halo=ZHAO_HALO, anisotropy=CONSTANT_BETA),
+        "zhao + OM + foreground (8 par)": ModelConfig(halo=ZHAO_HALO, anisotropy=OSIPKOV_MERRITT,
+                                                      foreground=True),
     }
     for label, cfg in configs.items():
         vg, names = make_log_likelihood(data, cfg)
@@ -84,7 +89,7 @@ def bench_nuts(args):
     data = StarData(mock.R, mock.v, mock.v_err)
     r_ref = 0.33
     truth = dict(TRUTH, log10_m_ref=float(jnp.log10(halo.enclosed_mass(r_ref))))
-    cfg = ModelConfig(halo="zhao", anisotropy="constant", mass_radius=r_ref,
+    cfg = ModelConfig(halo=ZHAO_HALO, anisotropy=CONSTANT_BETA, mass_radius=r_ref,
                       priors={"v_sys": (0.0, 120.0)})
     print(f"\n[2] NUTS, {data.R.shape[0]} stars, zhao (m_ref, r_s, gamma) + constant beta + v_sys "
           f"(5 parameters), dense mass, {args.num_chains} chains x ({args.num_warmup} warm-up + "

@@ -7,10 +7,18 @@ import pytest
 
 from dynamics import NFW, ConstantBeta, Plummer
 from dynamics.fisher import expected_fisher_gaussian, fisher_forecast, observed_fisher
-from dynamics.inference import ModelConfig, StarData, fit_nuts, member_variance, radius_grid
+from dynamics.inference import (
+    CONSTANT_BETA,
+    NFW_HALO,
+    ModelConfig,
+    StarData,
+    fit_nuts,
+    member_variance,
+    radius_grid,
+)
 from dynamics.mocks import mock_stars
 
-CFG = ModelConfig(halo="nfw", anisotropy="constant", tracer_r_s=0.25, fixed={"log10_r_s": 0.0},
+CFG = ModelConfig(halo=NFW_HALO, anisotropy=CONSTANT_BETA, tracer_r_s=0.25, fixed={"log10_r_s": 0.0},
                   priors={"v_sys": (0.0, 60.0)})
 TRUTH = dict(log10_rho_s=7.5, beta_sym=0.0, v_sys=30.0)
 
@@ -63,7 +71,7 @@ def test_bad_input(mock):
         fisher_forecast(mock, CFG, TRUTH, kind="hessian")
     with pytest.raises(ValueError, match="truth lacks"):
         fisher_forecast(mock, CFG, {"v_sys": 30.0})
-    fg = ModelConfig(halo="nfw", anisotropy="constant", foreground=True)
+    fg = ModelConfig(halo=NFW_HALO, anisotropy=CONSTANT_BETA, foreground=True)
     truth = dict(log10_rho_s=7.5, log10_r_s=0.0, beta_sym=0.0, v_sys=30.0, f_fg=0.1,
                  fg_mean=0.0, log10_fg_sigma=1.5)
     with pytest.raises(ValueError, match="foreground"):

@@ -1,16 +1,25 @@
 """Discrete-star inference: likelihood against a direct formula, gradients, simulate-and-recover."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from numpyro.infer.util import log_density
 from scipy import stats
 
-from dynamics import NFW, ConstantBeta, Plummer
+from dynamics import NFW, ConstantBeta, Isotropic, Plummer, Profile, sigma_los
 from dynamics.inference import (
+    CONSTANT_BETA,
+    NFW_HALO,
+    OSIPKOV_MERRITT,
+    ZHAO_HALO,
+    Family,
     ModelConfig,
     StarData,
     build_models,
+    dwarf_model,
     fit_nuts,
     log_likelihood,
     make_log_likelihood,
@@ -31,7 +40,7 @@ def radii():
 
 def test_radius_grid_interpolation(radii):
     data = StarData(radii, radii * 0, radii * 0 + 2.0)
-    cfg = ModelConfig(halo="zhao", anisotropy="constant")
+    cfg = ModelConfig(halo=ZHAO_HALO, anisotropy=CONSTANT_BETA)
     params = dict(log10_rho_s=7.5, log10_r_s=0.0, gamma=0.7, beta_sym=0.3, v_sys=0.0)
     tracer, mass, aniso = build_models(params, cfg)
     ref = sigma_los2_profile(radii, tracer, mass, aniso, grid=False) + 4.0
@@ -44,15 +53,15 @@ def test_radius_grid_interpolation(radii):
     np.testing.assert_allclose(g.weights @ (xn**5 - 2 * xn), x**5 - 2 * x, atol=1e-9)
 
 
-@pytest.mark.parametrize("halo", ["nfw", "zhao"])
+@pytest.mark.parametrize("halo", [NFW_HALO, ZHAO_HALO], ids=["nfw", "zhao"])
 def test_mass_normalisation_parameter(halo):
-    cfg = ModelConfig(halo=halo, anisotropy="isotropic", mass_radius=0.4)
+    cfg = ModelConfig(halo=halo, anisotropy=Isotropic(), mass_radius=0.4)
     names = param_names(cfg)
     assert names[0] == "log10_m_ref" and "log10_rho_s" not in names
     params = dict(log10_m_ref=7.2, log10_r_s=0.2, gamma=0.6, v_sys=0.0)
     _, mass, _ = build_models(params, cfg)
     assert float(mass.enclosed_mass(0.4)) == pytest.approx(10**7.2, rel=1e-10)
-    if halo == "nfw":
+    if halo is NFW_HALO:
         # closed form: M(<r) = 4 pi rho_s r_s^3 [ln(1 + x) - x / (1 + x)]
         x = 0.4 / 10**0.2
         rho_s = 10**7.2 / (4 * np.pi * 10**0.6 * (np.log1p(x) - x / (1 + x)))
@@ -67,7 +76,8 @@ def test_log_likelihood_against_direct_formula(radii):
     err = rng.uniform(1.0, 3.0, n)
     data = StarData(radii, jnp.asarray(v), jnp.asarray(err))
     R_max = float(radii.max()) * 1.01
-    cfg = ModelConfig(halo="nfw", anisotropy="om", foreground=True, tracer_r_s=None, R_max=R_max)
+    cfg = ModelConfig(halo=NFW_HALO, anisotropy=OSIPKOV_MERRITT, foreground=True, tracer_r_s=None,
+                      R_max=R_max)
     params = dict(log10_rho_s=7.4, log10_r_s=0.1, log10_r_a=-0.3, log10_r_plummer=-0.6,
                   v_sys=31.0, f_fg=0.2, fg_mean=20.0, log10_fg_sigma=1.6)
     assert param_names(cfg) == list(params)
@@ -87,7 +97,7 @@ def test_log_likelihood_against_direct_formula(radii):
 def test_gradient_against_finite_differences(radii):
     rng = np.random.default_rng(2)
     data = StarData(radii, jnp.asarray(8.0 * rng.normal(size=radii.shape[0])), radii * 0 + 2.0)
-    cfg = ModelConfig(halo="zhao", anisotropy="constant")
+    cfg = ModelConfig(halo=ZHAO_HALO, anisotropy=CONSTANT_BETA)
     vg, names = make_log_likelihood(data, cfg)
     theta = jnp.array([7.5, 0.1, 0.8, 0.2, 0.3])
     value, grad = vg(theta)
@@ -102,6 +112,89 @@ def test_gradient_against_finite_differences(radii):
     np.testing.assert_allclose(value, eager, rtol=1e-12)
 
 
+class DensityOnlyNFW(Profile):
+    """A user profile: the NFW density alone (mass and potential from the base class)."""
+
+    rho_s: jax.Array
+    r_s: jax.Array
+
+    def density(self, r):
+        x = r / self.r_s
+        return self.rho_s / (x * (1.0 + x) ** 2)
+
+    def scale_radius(self):
+        return self.r_s
+
+
+@pytest.mark.parametrize("mass_radius", [None, 0.33], ids=["rho", "m_ref"])
+def test_user_profile_runs_through_the_model(radii, mass_radius):
+    # the user's own profile, sampled in its own coordinates (log10 density, linear r_s in
+    # kpc) with its own priors, gives the built-in NFW's likelihood at the same halo
+    user = Family(lambda p: DensityOnlyNFW(10.0 ** p["log10_rho"], p["r_s"]),
+                  {"log10_rho": (5.0, 9.0), "r_s": (0.2, 5.0)}, amplitude="log10_rho")
+    rng = np.random.default_rng(3)
+    err = jnp.asarray(rng.uniform(1.0, 3.0, radii.shape[0]))
+    data = StarData(radii, jnp.asarray(30.0 + 9.0 * rng.normal(size=radii.shape[0])), err)
+    grid = radius_grid(radii, 32)
+    mine = ModelConfig(halo=user, anisotropy=OSIPKOV_MERRITT, mass_radius=mass_radius)
+    builtin = ModelConfig(halo=NFW_HALO, anisotropy=OSIPKOV_MERRITT, mass_radius=mass_radius)
+    norm = "log10_rho" if mass_radius is None else "log10_m_ref"
+    assert param_names(mine) == [norm, "r_s", "log10_r_a", "v_sys"]
+    params = {norm: 7.3, "r_s": 1.4, "log10_r_a": -0.3, "v_sys": 31.0}
+    same = {"log10_rho_s" if mass_radius is None else "log10_m_ref": 7.3,
+            "log10_r_s": np.log10(1.4), "log10_r_a": -0.3, "v_sys": 31.0}
+
+    ll = log_likelihood(params, data, mine, grid)
+    assert float(ll) == pytest.approx(float(log_likelihood(same, data, builtin, grid)), rel=1e-9)
+    # the numpyro model samples the family's parameters under its priors: log density =
+    # log L + sum of -ln(hi - lo) (v_sys keeps the default prior)
+    widths = [4.0 if mass_radius is None else 6.0, 4.8, 3.5, 2000.0]
+    value, _ = log_density(dwarf_model, (data,), dict(config=mine, grid=grid), params)
+    assert np.isfinite(float(value))
+    assert float(value) == pytest.approx(float(ll) - np.sum(np.log(widths)), rel=1e-12)
+    # the model's dispersion is dynamics.sigma_los of the user's profile
+    tracer, mass, aniso = build_models(params, mine)
+    assert isinstance(mass, DensityOnlyNFW)
+    if mass_radius is not None:
+        assert float(mass.enclosed_mass(mass_radius)) == pytest.approx(10**7.3, rel=1e-10)
+    np.testing.assert_allclose(member_variance(params, data, mine, grid),
+                               sigma_los(radii, tracer, mass, aniso) ** 2 + err**2, rtol=1e-5)
+
+
+def test_fixed_profile_and_anisotropy_objects(radii):
+    # fixed objects sample nothing and equal the families with every parameter fixed
+    data = StarData(radii, radii * 0 + 3.0, radii * 0 + 2.0)
+    grid = radius_grid(radii, 32)
+    fixed = ModelConfig(halo=NFW(10**7.4, 10**0.1), anisotropy=ConstantBeta(0.0))
+    family = ModelConfig(halo=NFW_HALO, anisotropy=CONSTANT_BETA,
+                         fixed={"log10_rho_s": 7.4, "log10_r_s": 0.1, "beta_sym": 0.0})
+    assert param_names(fixed) == param_names(family) == ["v_sys"]
+    np.testing.assert_allclose(log_likelihood({"v_sys": 1.0}, data, fixed, grid),
+                               log_likelihood({"v_sys": 1.0}, data, family, grid), rtol=1e-14)
+
+
+def test_configs_share_no_mutable_state():
+    first, second = ModelConfig(), ModelConfig()
+    with pytest.raises(TypeError):
+        first.priors["v_sys"] = (0.0, 1.0)
+    with pytest.raises(TypeError):
+        first.fixed["gamma"] = 1.0
+    with pytest.raises(TypeError):
+        first.halo.priors["gamma"] = (0.0, 3.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.anisotropy = OSIPKOV_MERRITT
+    assert dict(second.priors) == {} and dict(second.fixed) == {}
+    assert dict(second.halo.priors)["gamma"] == (0.0, 1.5)
+    # the caller's dicts are copied: changing them later changes no config
+    priors, fixed = {"v_sys": (0.0, 80.0)}, {"gamma": 1.0}
+    third = ModelConfig(priors=priors, fixed=fixed)
+    priors["v_sys"] = (-1.0, 1.0)
+    fixed["beta_sym"] = 0.0
+    assert dict(third.priors) == {"v_sys": (0.0, 80.0)} and dict(third.fixed) == {"gamma": 1.0}
+    assert param_names(third) == ["log10_rho_s", "log10_r_s", "beta_sym", "v_sys"]
+    assert dict(ModelConfig().priors) == {} and dict(ModelConfig().fixed) == {}
+
+
 def test_simulate_and_recover_with_foreground():
     # 300 stars (20% foreground) from a Plummer tracer in an NFW halo, beta = 0.2
     tracer, halo = Plummer(1.0, 0.25), NFW(10**7.5, 1.0)
@@ -111,7 +204,7 @@ def test_simulate_and_recover_with_foreground():
     mock = mock_stars(jax.random.PRNGKey(0), 300, tracer, halo, ConstantBeta(0.2), v_sys=40.0,
                       v_err=(1.0, 3.0), foreground_fraction=0.2, foreground_mean=10.0,
                       foreground_sigma=40.0, foreground_r_max=1.5)
-    cfg = ModelConfig(halo="nfw", anisotropy="constant", foreground=True, tracer_r_s=None,
+    cfg = ModelConfig(halo=NFW_HALO, anisotropy=CONSTANT_BETA, foreground=True, tracer_r_s=None,
                       R_max=1.5, priors={"v_sys": (0.0, 80.0), "fg_mean": (-100.0, 100.0),
                                          "log10_r_s": (-0.5, 0.5)}, mass_radius=0.33)
     res = fit_nuts(jax.random.PRNGKey(1), StarData(mock.R, mock.v, mock.v_err), cfg,
@@ -138,6 +231,14 @@ def test_bad_input(radii):
         param_names(ModelConfig(halo="burkert"))
     with pytest.raises(ValueError, match="config.anisotropy"):
         param_names(ModelConfig(anisotropy="radial"))
+    with pytest.raises(ValueError, match="amplitude"):
+        param_names(ModelConfig(halo=NFW(1e7, 1.0), mass_radius=0.3))
+    with pytest.raises(ValueError, match="amplitude"):
+        Family(lambda p: NFW(1e7, 1.0), {"log10_r_s": (-1.0, 1.0)}, amplitude="log10_rho_s")
+    with pytest.raises(ValueError, match="declared twice"):
+        param_names(ModelConfig(anisotropy=Family(lambda p: ConstantBeta(0.0), {"v_sys": (0.0, 1.0)})))
+    with pytest.raises(ValueError, match="lo < hi"):
+        param_names(ModelConfig(anisotropy=Family(lambda p: ConstantBeta(0.0), {"b": (1.0, 0.0)})))
     with pytest.raises(ValueError, match="R_max"):
         param_names(ModelConfig(tracer_r_s=None))
     with pytest.raises(ValueError, match="unknown parameter"):
