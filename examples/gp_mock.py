@@ -1,9 +1,9 @@
 """Mock IFU cube at low S/N: per-spaxel, Voronoi-binned and GP-prior kinematic maps against the truth.
 
-The mock (:func:`cube3d.mockcube.make_mock_cube`): the 8 bundled MILES-HC stars, Gaussian
+The mock (:func:`cube3d.testing.make_mock_cube`): the 8 bundled MILES-HC stars, Gaussian
 LOSVDs, a thin rotating disk in ``V`` (arctan rotation curve, ``v_max`` 150 km/s,
 turn-over radius size/6 spaxels, PA 30 deg, inclination 60 deg;
-:func:`cube3d.mockcube.rotating_disk_field`) and a central dispersion peak
+:func:`cube3d.testing.rotating_disk_field`) and a central dispersion peak
 ``sigma = 100 + 80 exp(-r^2 / (2 (size/4)^2))`` km/s, white noise at ``--snr`` per pixel
 (5 by default: single spaxels then constrain V to tens of km/s at best).
 
@@ -73,7 +73,7 @@ def parse_args(argv=None):
 
 def true_fields(size):
     """Smooth truth on a ``size`` x ``size`` grid: disk V and central sigma peak, km/s."""
-    from cube3d.mockcube import rotating_disk_field
+    from cube3d.testing import rotating_disk_field
 
     v = rotating_disk_field((size, size), 150.0, size / 6.0, 30.0, 60.0)
     yy, xx = np.mgrid[:size, :size]
@@ -116,7 +116,7 @@ def main(argv=None):
 
     from cube3d.datasets import demo_templates_dir
     from cube3d.fit import FitConfig
-    from cube3d.mockcube import make_mock_cube
+    from cube3d.testing import make_mock_cube
     from cube3d.plot import map_limits
     from cube3d.spatial import GPConfig, run_gp
     from cube3d.templates import load_templates
@@ -126,7 +126,7 @@ def main(argv=None):
     library = load_templates(demo_templates_dir())
     t0 = time.perf_counter()
     cube, _ = make_mock_cube(truth["V"], truth["SIGMA"], library, snr=args.snr, redshift=REDSHIFT,
-                             wave_range=tuple(args.wave_range), seed=args.seed)
+                             wave_range=tuple(args.wave_range), key=args.seed)
     print(f"mock cube: {n} x {n} spaxels x {cube.n_wave} pixels, S/N {args.snr:g} per pixel "
           f"[{time.perf_counter() - t0:.1f} s]")
     fit_config = FitConfig(n_moments=2)

@@ -26,7 +26,7 @@ the periodic covariance differs from the Matern one by below 1e-3 of the varianc
 that padding), because a dense Cholesky draw does not scale to 300 x 300.
 
 Tier ``joint_map`` (:func:`cube3d.spatial.joint.gp_joint_map`) runs on a mock cube
-(:func:`cube3d.mockcube.make_mock_cube`: the 8 bundled MILES-HC stars, a rotating disk
+(:func:`cube3d.testing.make_mock_cube`: the 8 bundled MILES-HC stars, a rotating disk
 ``V`` with ``v_max`` 150 km/s, ``r_turn`` = grid/6, PA 30 deg, inclination 60 deg, and a
 central dispersion peak ``sigma = 100 + 80 exp(-r^2 / (2 (grid/4)^2))`` km/s, Gaussian
 LOSVDs, S/N ``--snr`` per pixel over ``--wave-range``): ``prepare_cube`` (no binning),
@@ -232,7 +232,7 @@ def worker_two_step(case):
 def _mock_fields(n):
     import numpy as np
 
-    from cube3d.mockcube import rotating_disk_field
+    from cube3d.testing import rotating_disk_field
 
     v = rotating_disk_field((n, n), 150.0, n / 6.0, 30.0, 60.0)
     yy, xx = np.mgrid[:n, :n]
@@ -249,7 +249,7 @@ def worker_joint(case):
 
     from cube3d.datasets import demo_templates_dir
     from cube3d.fit import FitConfig, fit_spectra
-    from cube3d.mockcube import make_mock_cube
+    from cube3d.testing import make_mock_cube
     from cube3d.prepare import prepare_cube
     from cube3d.spatial import GPConfig, run_gp, spaxel_estimates
     from cube3d.templates import load_templates
@@ -261,7 +261,7 @@ def worker_joint(case):
     library = load_templates(demo_templates_dir())
     v_true, s_true = _mock_fields(n)
     cube, _ = make_mock_cube(v_true, s_true, library, snr=case["snr"], redshift=z,
-                             wave_range=tuple(case["wave_range"]), seed=case["seed"])
+                             wave_range=tuple(case["wave_range"]), key=case["seed"])
     st.stop("mock")
     st.start()
     prep = prepare_cube(cube, library, z, target_sn=None)

@@ -2,7 +2,7 @@
 fields at S/N 5 per pixel, fitted per spaxel, with Voronoi bins, and with the GP prior.
 
 The fields are draws from a Matern-5/2 GP (so the true length scale is known); spectra
-are built independently of the fitter (:mod:`cube3d.mockcube`: fine-grid real-space
+are built independently of the fitter (:mod:`cube3d.testing`: fine-grid real-space
 LOSVD convolution, pixel integration, Gaussian noise of known variance).
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cube3d.fit import FitConfig, fit_spectra
-from cube3d.mockcube import gp_field, make_mock_cube
+from cube3d.testing import gp_field, make_mock_cube
 from cube3d.prepare import prepare_cube
 from cube3d.spatial import GPConfig, gp_two_step, spaxel_estimates
 from cube3d.spatial.joint import gp_joint_map
@@ -35,7 +35,7 @@ def mock():
     v = gp_field((N, N), SCALE, V_AMP, "matern52", 11)
     sigma = np.exp(gp_field((N, N), SCALE, LNS_AMP, "matern52", 12, mean=np.log(150.0)))
     lib = load_templates(demo_templates_dir())
-    cube, _ = make_mock_cube(v, sigma, templates_dir=lib, snr=5.0, redshift=Z, seed=13,
+    cube, _ = make_mock_cube(v, sigma, templates_dir=lib, snr=5.0, redshift=Z, key=13,
                              wave_range=(4800.0, 5400.0))
     cfg = FitConfig(n_moments=2, degree=4)
     with warnings.catch_warnings():

@@ -1,7 +1,7 @@
 """Tier (c), simulate and recover: NUTS over the GP hyperparameters and the fields.
 
 Truth: 10 x 10 spaxels, isotropic Matern-5/2 with scale 3 spaxels drawn by
-:func:`cube3d.mockcube.gp_field`, ``V = 20 + 40 f1`` km/s, ``sigma = 150 exp(0.25 f2)``
+:func:`cube3d.testing.gp_field`, ``V = 20 + 40 f1`` km/s, ``sigma = 150 exp(0.25 f2)``
 km/s, per-spaxel errors uniform in 10-30 km/s, Gaussian noise.  NUTS: 250 warm-up
 + 250 samples, one chain, default ``parametrisation="marginal"``.
 
@@ -41,7 +41,7 @@ import numpy as np
 import pytest
 
 from cube3d.errors import InputError
-from cube3d.mockcube import gp_field
+from cube3d.testing import gp_field
 from cube3d.spatial.config import GPConfig
 from cube3d.spatial.kernels import KernelSpec
 from cube3d.spatial.nuts import draw_fields, gp_nuts, log_marginal, make_geometry

@@ -1,4 +1,4 @@
-"""Tests of :mod:`cube3d.mockcube`: GP and disk fields, mock cubes, and recovery by the pipeline.
+"""Tests of :mod:`cube3d.testing`: GP and disk fields, mock cubes, and recovery by the pipeline.
 
 The recovery tests run the real pipeline stages (``prepare_cube`` then ``fit_spectra``,
 as :func:`cube3d.pipeline.run_fit` chains them) on mock cubes built from the bundled
@@ -21,7 +21,7 @@ from cube3d.errors import InputError
 from cube3d.fit import FitConfig, fit_spectra
 from cube3d.io import read_cube
 from cube3d.lsf import read_lsf_table
-from cube3d.mockcube import (
+from cube3d.testing import (
     FLUX_UNIT,
     gp_field,
     make_mock_cube,
@@ -47,8 +47,7 @@ def library():
 def _fit(cube, library, z=Z, **prep_kw):
     """prepare_cube + fit_spectra as run_fit chains them (moments 2, no binning)."""
     prep = prepare_cube(cube, library, z, target_sn=None, **prep_kw)
-    res = fit_spectra(prep.spectra, prep.ivar, prep.templates, prep.template_offset, prep.velscale,
-                      FitConfig(n_moments=2))
+    res = fit_spectra(prep, FitConfig(moments=2))
     assert res.ok.all()
     assert np.all(prep.bin_id.ravel() == np.arange(prep.n_spec))  # one spectrum per spaxel, in order
     return prep, res
@@ -61,7 +60,7 @@ def _fit(cube, library, z=Z, **prep_kw):
 def test_gp_field_sample_covariance_matches_kernel(kind):
     shape, scale, amp, n_draw = (5, 6), 2.0, 3.0, 1500
     gen = np.random.default_rng(11)
-    draws = np.stack([gp_field(shape, scale, amp, kind=kind, key_or_seed=gen).ravel() for _ in range(n_draw)])
+    draws = np.stack([gp_field(shape, scale, amp, kind=kind, key=gen).ravel() for _ in range(n_draw)])
     yy, xx = np.divmod(np.arange(30), 6)
     pts = np.column_stack([yy, xx]).astype(float)
     k_true = np.asarray(covariance(KernelSpec((kind,), False), [amp], [scale], pts, pts))
@@ -80,19 +79,19 @@ def test_gp_field_sample_covariance_matches_kernel(kind):
 
 
 def test_gp_field_deterministic_and_mean():
-    a = gp_field((8, 9), 3.0, 20.0, key_or_seed=5, mean=100.0)
-    b = gp_field((8, 9), 3.0, 20.0, key_or_seed=5, mean=100.0)
-    c = gp_field((8, 9), 3.0, 20.0, key_or_seed=6, mean=100.0)
+    a = gp_field((8, 9), 3.0, 20.0, key=5, mean=100.0)
+    b = gp_field((8, 9), 3.0, 20.0, key=5, mean=100.0)
+    c = gp_field((8, 9), 3.0, 20.0, key=6, mean=100.0)
     assert a.shape == (8, 9) and a.dtype == np.float64
     np.testing.assert_array_equal(a, b)
     assert np.max(np.abs(a - c)) > 1.0
     # a JAX key works and is deterministic too; a map as the mean is added as it is
     k = jax.random.PRNGKey(3)
-    np.testing.assert_array_equal(gp_field((4, 4), 2.0, 1.0, key_or_seed=k), gp_field((4, 4), 2.0, 1.0, key_or_seed=k))
+    np.testing.assert_array_equal(gp_field((4, 4), 2.0, 1.0, key=k), gp_field((4, 4), 2.0, 1.0, key=k))
     ramp = np.arange(16.0).reshape(4, 4)
     np.testing.assert_array_equal(gp_field((4, 4), 2.0, 0.0, mean=ramp), ramp)
     # a sum of kernel terms: variance = sum of amp^2
-    d = np.stack([gp_field((3, 3), [1.0, 4.0], [2.0, 1.0], kind="matern32+expsquared", key_or_seed=s)
+    d = np.stack([gp_field((3, 3), [1.0, 4.0], [2.0, 1.0], kind="matern32+expsquared", key=s)
                   for s in range(400)])
     assert np.mean(d**2) == pytest.approx(5.0, rel=0.12)
 
@@ -103,13 +102,31 @@ def test_gp_field_deterministic_and_mean():
     {"amp": -1.0},
     {"shape": (0, 4)},
     {"shape": (4,)},
-    {"key_or_seed": "seed"},
+    {"key": "seed"},
+    {"key": -1},
+    {"key": True},
     {"scale": [1.0, 2.0]},
 ])
 def test_gp_field_bad_input(kwargs):
     args = {"shape": (4, 4), "scale": 2.0, "amp": 1.0, **kwargs}
     with pytest.raises(InputError):
         gp_field(**args)
+
+
+def test_gp_field_integer_key_is_numpy_default_rng():
+    """The stream contract other tests rely on: seed s draws default_rng(s).standard_normal(ny nx)."""
+    shape, scale, amp = (3, 4), 2.0, 5.0
+    pts = np.column_stack(np.divmod(np.arange(12), 4)).astype(float)
+    cov = np.array(covariance(KernelSpec(("matern52",), False), [amp], [scale], pts, pts))
+    cov[np.diag_indices(12)] += np.sqrt(np.finfo(float).eps) * amp**2
+    z = np.random.default_rng(7).standard_normal(12)
+    expected = 1.0 + (np.linalg.cholesky(cov) @ z).reshape(shape)
+    np.testing.assert_allclose(gp_field(shape, scale, amp, key=7, mean=1.0), expected, rtol=1e-12, atol=1e-12)
+    # a Generator seeded alike gives the same field, and advances
+    gen = np.random.default_rng(7)
+    np.testing.assert_array_equal(gp_field(shape, scale, amp, key=gen, mean=1.0),
+                                  gp_field(shape, scale, amp, key=7, mean=1.0))
+    assert not np.array_equal(gp_field(shape, scale, amp, key=gen), gp_field(shape, scale, amp, key=7))
 
 
 # ----------------------------------------------------------------------------- rotating disk
@@ -202,7 +219,7 @@ def test_cube_container_noise_and_determinism():
     v = np.linspace(-100, 100, 12).reshape(3, 4)
     sigma = np.full((3, 4), 120.0)
     snr = np.linspace(5.0, 50.0, 12).reshape(3, 4)
-    cube, truth = make_mock_cube(v, sigma, snr=snr, redshift=Z, seed=4)
+    cube, truth = make_mock_cube(v, sigma, snr=snr, redshift=Z, key=4)
     n_wave = 601
     assert cube.flux.shape == cube.ivar.shape == truth["noiseless"].shape == (n_wave, 3, 4)
     assert cube.flux.dtype == cube.ivar.dtype == np.float64
@@ -224,11 +241,29 @@ def test_cube_container_noise_and_determinism():
     assert abs(pull.mean()) < 0.04
     np.testing.assert_allclose(pull.std(axis=0), 1.0, atol=0.12)  # per spaxel, 601 draws
     # same seed, same cube; another seed, other noise but the same noiseless spectra
-    again, _ = make_mock_cube(v, sigma, snr=snr, redshift=Z, seed=4)
+    again, _ = make_mock_cube(v, sigma, snr=snr, redshift=Z, key=4)
     np.testing.assert_array_equal(again.flux, cube.flux)
-    other, t3 = make_mock_cube(v, sigma, snr=snr, redshift=Z, seed=5)
+    other, t3 = make_mock_cube(v, sigma, snr=snr, redshift=Z, key=5)
     assert not np.allclose(other.flux, cube.flux)
     np.testing.assert_allclose(t3["noiseless"], truth["noiseless"], rtol=1e-12)
+
+
+def test_cube_noise_keys():
+    """An int key is numpy's default_rng(key), a Generator the same stream, a JAX key its own."""
+    v, sigma = np.zeros((2, 3)), np.full((2, 3), 100.0)
+    cube, truth = make_mock_cube(v, sigma, snr=10.0, key=4)
+    draws = (cube.flux - truth["noiseless"]) / truth["noise"]
+    expected = np.random.default_rng(4).standard_normal(cube.flux.shape)
+    np.testing.assert_allclose(draws, expected, rtol=1e-9, atol=1e-9)
+    from_gen, _ = make_mock_cube(v, sigma, snr=10.0, key=np.random.default_rng(4))
+    np.testing.assert_array_equal(from_gen.flux, cube.flux)
+    k = jax.random.PRNGKey(4)
+    a, t = make_mock_cube(v, sigma, snr=10.0, key=k)
+    b, _ = make_mock_cube(v, sigma, snr=10.0, key=k)
+    np.testing.assert_array_equal(a.flux, b.flux)
+    np.testing.assert_array_equal(t["noiseless"], truth["noiseless"])
+    pull = (a.flux - t["noiseless"]) / t["noise"]
+    assert pull.std() == pytest.approx(1.0, abs=0.05) and not np.allclose(pull, draws)  # 3606 draws
 
 
 def test_make_mock_cube_bad_input(library):
@@ -249,6 +284,9 @@ def test_make_mock_cube_bad_input(library):
         make_mock_cube(**ok, h3=0.5)
     with pytest.raises(InputError, match="redshift"):
         make_mock_cube(**ok, redshift=-1.0)
+    for bad in (-1, 1.5, "seed", None):
+        with pytest.raises(InputError, match="key"):
+            make_mock_cube(**ok, key=bad)
 
 
 # ----------------------------------------------------------------------------- recovery by the pipeline
@@ -260,7 +298,7 @@ def recovery(library):
     yy, xx = np.mgrid[0:8, 0:8]
     v = -150.0 + 300.0 * xx / 7
     sigma = 80.0 + 170.0 * yy / 7
-    cube, truth = make_mock_cube(v, sigma, snr=60.0, redshift=Z, seed=3)
+    cube, truth = make_mock_cube(v, sigma, snr=60.0, redshift=Z, key=3)
     _, res = _fit(cube, library)
     return truth, res
 
@@ -302,7 +340,7 @@ def test_pixel_term_of_the_lsf(library):
 
 def test_write_read_round_trip_and_no_overwrite(tmp_path):
     v = np.array([[-50.0, 0.0, 60.0], [10.0, 20.0, 30.0]])
-    cube, _ = make_mock_cube(v, np.full(v.shape, 150.0), snr=20.0, redshift=Z, seed=1)
+    cube, _ = make_mock_cube(v, np.full(v.shape, 150.0), snr=20.0, redshift=Z, key=1)
     path = write_mock_cube(tmp_path / "mock.fits", cube, lsf_path=tmp_path / "mock.lsf")
     back = read_cube(path)
     assert back.layout == "MUSE" and back.air and back.flux_unit == FLUX_UNIT
@@ -334,7 +372,7 @@ def test_cli_fits_a_written_mock(tmp_path, capsys):
     yy, xx = np.mgrid[0:4, 0:4]  # 16 spectra: the fitter's chunk, compiled once
     v = -90.0 + 60.0 * xx
     sigma = 100.0 + 40.0 * yy
-    cube, _ = make_mock_cube(v, sigma, snr=80.0, redshift=Z, seed=2)
+    cube, _ = make_mock_cube(v, sigma, snr=80.0, redshift=Z, key=2)
     path = write_mock_cube(tmp_path / "mock.fits", cube, lsf_path=tmp_path / "mock.lsf")
     out = tmp_path / "maps.fits"
     code = main(["fit", str(path), "--templates", str(demo_templates_dir()), "--redshift", str(Z),
