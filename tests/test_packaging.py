@@ -42,8 +42,10 @@ def test_package_list_matches_source_tree():
     mapped = cfg.get("package-dir", {})
     missing = _source_packages() - listed
     assert not missing, f"add {sorted(missing)} to [tool.setuptools] packages in pyproject.toml"
-    for name in listed:
-        folder = REPO / mapped.get(name, name.replace(".", "/"))
+    for name in listed:  # setuptools' rule: the longest mapped prefix, then the rest of the name
+        prefix = max((p for p in mapped if name == p or name.startswith(p + ".")), key=len, default="")
+        rest = name[len(prefix):].lstrip(".").replace(".", "/")
+        folder = REPO / mapped.get(prefix, "") / rest
         assert folder.is_dir(), f"{name}: {folder} does not exist"
     assert mapped == {"cube3d.demo_data": "data"}
 
