@@ -2,41 +2,27 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..errors import InputError
 from ..maps import KinematicMaps
 from .config import GPConfig, validate_gp_config
+from .estimates import spaxel_estimates
+from .joint import gp_joint_map
+from .nuts import gp_nuts
 from .twostep import GPResult, gp_two_step
 
-__all__ = ["run_gp", "gp_maps", "spaxel_estimates"]
+__all__ = ["run_gp", "gp_maps", "spaxel_estimates", "TIER_FUNCTIONS"]
 
 
-def spaxel_estimates(prepared, fit_result, fit_config=None):
-    """Per-spaxel values, errors and a usable-mask on the grid from an unbinned fit.
-
-    Spaxels that were not fitted, failed, or sit on a fit bound (their Laplace error is
-    meaningless there) are unobserved for the GP; it still predicts there.
-    """
-    bin_id = np.asarray(prepared.bin_id)
-    fitted = bin_id >= 0
-    if np.any(np.bincount(bin_id[fitted]) > 1):
-        raise InputError("gp: the spatial prior needs one spectrum per spaxel; fit without Voronoi binning (no target_sn)")
-    idx = np.where(fitted, bin_id, 0)
-    values, errors = {}, {}
-    for k, name in enumerate(fit_result.param_names):
-        values[name] = np.where(fitted, np.asarray(fit_result.params)[idx, k], np.nan)
-        errors[name] = np.where(fitted, np.asarray(fit_result.errors)[idx, k], np.nan)
-    ok = np.asarray(fit_result.ok)[idx] & fitted
-    if fit_config is not None:
-        from ..pipeline import _at_bound
-
-        ok &= ~np.asarray(_at_bound(fit_result, fit_config, prepared.velscale))[idx]
-    return values, errors, ok
+#: tier name -> function ``(prepared, fit_result, fit_config, gp_config, log=None) -> GPResult``
+TIER_FUNCTIONS = {"two_step": gp_two_step, "joint_map": gp_joint_map, "nuts": gp_nuts}
 
 
-def run_gp(prepared, fit_result, fit_config, gp_config: GPConfig = GPConfig(), log=None):
+def run_gp(prepared, fit_result, fit_config, gp_config: GPConfig = GPConfig(), log=None) -> GPResult:
     """GP posterior maps of the kinematic fields, by the tier ``gp_config.tier``.
+
+    Every tier takes the same arguments (:data:`TIER_FUNCTIONS`) and sees the per-spaxel
+    estimates of :func:`cube3d.spatial.estimates.gp_estimates` (spaxels not fitted, failed,
+    on a fit bound or below ``gp_config.min_snr`` are unobserved).
 
     Parameters
     ----------
@@ -54,20 +40,7 @@ def run_gp(prepared, fit_result, fit_config, gp_config: GPConfig = GPConfig(), l
     GPResult
     """
     validate_gp_config(gp_config)
-    values, errors, ok = spaxel_estimates(prepared, fit_result, fit_config)
-    snr = np.full(ok.shape, np.nan)
-    bin_id = np.asarray(prepared.bin_id)
-    snr[bin_id >= 0] = np.asarray(prepared.snr)[bin_id[bin_id >= 0]]
-    ok &= ~(snr < gp_config.min_snr)
-    if gp_config.tier == "two_step":
-        return gp_two_step(values, errors, ok, gp_config)
-    if gp_config.tier == "joint_map":
-        from .joint import gp_joint_map
-
-        return gp_joint_map(prepared, fit_result, fit_config, gp_config, values, errors, ok, log=log)
-    from .nuts import gp_nuts
-
-    return gp_nuts(values, errors, ok, gp_config)
+    return TIER_FUNCTIONS[gp_config.tier](prepared, fit_result, fit_config, gp_config, log=log)
 
 
 def gp_maps(maps: KinematicMaps, gp: GPResult) -> KinematicMaps:

@@ -8,12 +8,15 @@ import numpy as np
 
 from ..errors import InputError
 from .kernels import parse_kernel
+from .means import MEAN_FUNCTIONS
+from .solvers import SOLVER_CLASSES
 
 __all__ = ["GPConfig", "TIERS", "SOLVERS", "MEANS", "validate_gp_config"]
 
+#: tier names; :data:`cube3d.spatial.apply.TIER_FUNCTIONS` maps each to its function
 TIERS = ("two_step", "joint_map", "nuts")
-SOLVERS = ("auto", "dense", "hsgp", "kronecker")
-MEANS = ("constant", "disk")
+SOLVERS = ("auto",) + tuple(SOLVER_CLASSES)
+MEANS = tuple(MEAN_FUNCTIONS)
 
 
 class GPConfig(NamedTuple):
@@ -22,8 +25,9 @@ class GPConfig(NamedTuple):
     Parameters
     ----------
     kernel : str
-        ``"matern32"``, ``"matern52"``, ``"expsquared"`` or a sum such as
-        ``"matern52+expsquared"`` (each term with its own amplitude and length scale).
+        A registered kernel (:data:`cube3d.spatial.kernels.KERNELS`: ``"matern32"``,
+        ``"matern52"``, ``"expsquared"``) or a sum such as ``"matern52+expsquared"``
+        (each term with its own amplitude and length scale).
     separable : bool
         Products of one-dimensional correlations along y and x (required by the
         Kronecker solver) instead of functions of the Euclidean distance.

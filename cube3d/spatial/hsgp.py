@@ -17,7 +17,8 @@ computed once; each hyperparameter evaluation is one ``M x M`` Cholesky.
 The basis size follows Riutort-Mayol et al. (2023, Stat. Comput. 33, 17), Sect. 4:
 ``m >= c_nu * c * S / scale`` per axis with ``S`` the half-width of the grid, ``c`` the
 boundary factor and ``c_nu`` about 1.75 (squared exponential), 2.65 (Matern-5/2), 3.42
-(Matern-3/2); tests check the approximation against the dense kernel.
+(Matern-3/2) (:attr:`cube3d.spatial.kernels.KernelKind.hsgp_c_nu`); tests check the
+approximation against the dense kernel.
 """
 
 from __future__ import annotations
@@ -30,12 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InputError
-from .kernels import KernelSpec, spectral_density
+from .kernels import KernelSpec
 
-__all__ = ["HSGPBasis", "make_basis", "basis_size", "precompute", "log_evidence", "posterior"]
-
-# Riutort-Mayol et al. (2023) Sect. 4.3: basis functions per unit of (c S / scale)
-_C_NU = {"expsquared": 1.75, "matern52": 2.65, "matern32": 3.42}
+__all__ = ["HSGPBasis", "make_basis", "basis_size", "min_scale", "precompute", "log_evidence", "posterior",
+           "spectral_weights", "Precomputed"]
 
 
 class HSGPBasis(NamedTuple):
@@ -57,7 +56,7 @@ class HSGPBasis(NamedTuple):
 
 def basis_size(spec: KernelSpec, shape, min_scale, boundary_factor=1.5):
     """Basis functions per axis (m_y, m_x) that resolve length scales down to ``min_scale``."""
-    c_nu = max(_C_NU[k] for k in spec.terms)
+    c_nu = max(k.hsgp_c_nu for k in spec.kinds)
     out = []
     for n in shape:
         half = max((n - 1) / 2.0, 0.5)
@@ -65,6 +64,14 @@ def basis_size(spec: KernelSpec, shape, min_scale, boundary_factor=1.5):
         # which must not round up to max_basis + 1
         out.append(max(int(math.ceil(c_nu * boundary_factor * half / min_scale * (1.0 - 1e-8))), 4))
     return tuple(out)
+
+
+def min_scale(spec: KernelSpec, shape, max_basis, boundary_factor=1.5):
+    """Shortest length scale (spaxels) that ``max_basis`` functions per axis resolve on a
+    grid of ``shape`` (the inverse of :func:`basis_size` on the longer axis)."""
+    c_nu = max(k.hsgp_c_nu for k in spec.kinds)
+    half = max((max(shape) - 1) / 2.0, 0.5)
+    return c_nu * boundary_factor * half / max_basis
 
 
 def _axis(n, m, boundary_factor):
@@ -91,11 +98,11 @@ def spectral_weights(spec: KernelSpec, basis: HSGPBasis, amp, scale):
     amp, scale = jnp.atleast_1d(jnp.asarray(amp)), jnp.atleast_1d(jnp.asarray(scale))
     ly, lx = basis.lam_y[:, None], basis.lam_x[None, :]
     total = 0.0
-    for t, kind in enumerate(spec.terms):
+    for t, kind in enumerate(spec.kinds):
         if spec.separable:
-            dens = spectral_density(kind, ly, scale[t], 1) * spectral_density(kind, lx, scale[t], 1)
+            dens = kind.spectral_density(ly, scale[t], 1) * kind.spectral_density(lx, scale[t], 1)
         else:
-            dens = spectral_density(kind, ly + lx, scale[t], 2)
+            dens = kind.spectral_density(ly + lx, scale[t], 2)
         total = total + amp[t] ** 2 * dens
     return jnp.sqrt(total).reshape(-1)
 

@@ -17,11 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import minimize
 
-from .means import constant_mean, disk_velocity
+from .means import mean_field
+from .solvers import Solver
 
 __all__ = ["FieldHyper", "fit_hyperparameters", "unpack"]
-
-_MEANS = {"constant": constant_mean, "disk": disk_velocity}
 
 
 class FieldHyper(NamedTuple):
@@ -89,20 +88,21 @@ def _objective_value_and_grad(z, y, lo, hi, state, *, evidence_fn, spec, layout,
         amp, scale, mp, log_prior, noise = unpack(z, rows, spec.n_terms)
         ny, nx = y.shape
         yy, xx = jnp.mgrid[:ny, :nx]
-        resid = y - _MEANS[mean_kind](mp, yy, xx)
+        resid = y - mean_field(mean_kind, mp, yy, xx)
         val = -(evidence_fn(spec, state, amp, scale, resid, noise) + log_prior)
         return jnp.where(jnp.isfinite(val), val, 1e300)
 
     return jax.value_and_grad(objective)(z)
 
 
-def fit_hyperparameters(solver, spec, y, w, mean_kind, mean_spec, amp_range, scale_range, starts=(0.3, 0.6),
+def fit_hyperparameters(solver: Solver, spec, y, w, mean_kind, mean_spec, amp_range, scale_range, starts=(0.3, 0.6),
                         noise_range=None):
     """Maximise log evidence + log prior over amplitudes, length scales and mean parameters.
 
     Parameters
     ----------
-    solver : object with ``log_evidence(amp, scale, resid)``
+    solver : Solver
+        Its :attr:`~cube3d.spatial.solvers.Solver.evidence` is the objective's likelihood.
     spec : KernelSpec
     y, w : ndarray (ny, nx)
         Data and precisions (0 = unobserved; ``y`` there is ignored).
@@ -124,7 +124,6 @@ def fit_hyperparameters(solver, spec, y, w, mean_kind, mean_spec, amp_range, sca
     ny, nx = y.shape
     yy, xx = jnp.mgrid[:ny, :nx]
     y_j = jnp.asarray(np.where(w > 0, y, 0.0))
-    mean_fn = _MEANS[mean_kind]
     layout = tuple((name, tr) for name, tr, _, _, _ in rows)
     lo_arr = jnp.asarray([np.nan if r[2] is None else r[2] for r in rows], dtype=float)
     hi_arr = jnp.asarray([np.nan if r[3] is None else r[3] for r in rows], dtype=float)
@@ -159,7 +158,7 @@ def fit_hyperparameters(solver, spec, y, w, mean_kind, mean_spec, amp_range, sca
             s = 1.0 / (1.0 + np.exp(-best.x[i]))
             if s < 0.01 or s > 0.99:
                 at_bound.append(f"{name}={'min' if s < 0.5 else 'max'}")
-    resid = y_j - mean_fn(mp, yy, xx)
+    resid = y_j - mean_field(mean_kind, mp, yy, xx)
     log_ev = float(solver.log_evidence(amp, scale, resid, noise))
     return FieldHyper(np.asarray(amp), np.asarray(scale), {k: float(v) for k, v in mp.items()}, log_ev,
                       tuple(at_bound), float(noise))

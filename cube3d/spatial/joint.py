@@ -26,9 +26,10 @@ import numpy as np
 from ..errors import InputError
 from ..fit import local_quadratic
 from .config import GPConfig, validate_gp_config
-from .hyper import _MEANS
+from .estimates import gp_estimates
+from .means import mean_field
 from .solvers import make_solver
-from .twostep import LOG_FIELDS, GPResult, fit_field, gp_two_step, to_natural
+from .twostep import LOG_FIELDS, GPResult, fit_field, to_natural, two_step_fields
 
 __all__ = ["gp_joint_map"]
 
@@ -37,7 +38,8 @@ def _natural(name, f):
     return np.exp(f) if name in LOG_FIELDS else f
 
 
-def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig, values, errors, ok, log=None):
+def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig = GPConfig(tier="joint_map"),
+                 log=None) -> GPResult:
     """Joint MAP of spectra + GP priors; starts from the two-step solution.
 
     Parameters
@@ -49,11 +51,11 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig, values, 
     fit_config : cube3d.fit.FitConfig
         ``mdegree`` must be 0.
     gp_config : GPConfig
-        ``n_outer`` hyperparameter rounds of ``n_inner`` Gauss-Newton steps each.
-    values, errors, ok
-        Per-spaxel maps (from :func:`cube3d.spatial.apply.spaxel_estimates`): the
-        two-step start.
+        ``n_outer`` hyperparameter rounds of ``n_inner`` Gauss-Newton steps each; the
+        two-step start uses the per-spaxel estimates
+        (:func:`cube3d.spatial.estimates.gp_estimates`).
     log : callable, optional
+        Receives progress lines.
 
     Returns
     -------
@@ -69,7 +71,8 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig, values, 
         raise InputError(f"gp tier 'joint_map': mdegree={fit_config.mdegree} is not supported; use mdegree=0 or tier 'two_step'")
     say = log or (lambda msg: None)
     t0 = time.perf_counter()
-    start = gp_two_step(values, errors, ok, gp_config._replace(fields=None))
+    values, errors, ok = gp_estimates(prepared, fit_result, fit_config, gp_config)
+    start = two_step_fields(values, errors, ok, gp_config._replace(fields=None))
     # later rounds use the spectra's own noise: no error factor, no clipping
     refit_config = gp_config._replace(noise_scale_range=None, clip=None)
     say(f"gp joint: two-step start in {time.perf_counter() - t0:.1f} s")
@@ -94,8 +97,7 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig, values, 
     def quadratic():
         kin = np.zeros((prepared.n_spec, len(names)))
         kin[rows] = np.stack([_natural(n, f[n])[has_spec] for n in names], axis=1)  # one spaxel per row
-        q = local_quadratic(prepared.spectra, prepared.ivar, prepared.templates, prepared.template_offset,
-                            prepared.velscale, kin, fit_config)
+        q = local_quadratic(prepared, kin, fit_config)
         grad = np.zeros((ny, nx, len(names)))
         hess = np.zeros((ny, nx, len(names), len(names)))
         grad[has_spec] = q["grad"][rows]
@@ -127,8 +129,8 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig, values, 
     def mean_kind(name):
         return gp_config.v_mean if name == "V" else "constant"
 
-    def mean_field(name):
-        return np.asarray(_MEANS[mean_kind(name)](hyper[name].mean_params, yy, xx))
+    def field_mean(name):
+        return np.asarray(mean_field(mean_kind(name), hyper[name].mean_params, yy, xx))
 
     steps = []
     current = None  # the spectral quadratic at the current fields (one pass over all spectra)
@@ -147,9 +149,9 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig, values, 
                 y = np.where(w > 0, f[name] - grad[..., k] / np.where(w > 0, w, 1.0), 0.0)
                 hp = hyper[name]
                 solver = make_solver(gp_config.solver, spec, shape, w, gp_config, float(np.min(hp.scale)))
-                mu = mean_field(name)
-                post, _ = solver.posterior(jnp.asarray(hp.amp), jnp.asarray(hp.scale), jnp.asarray(y - mu))
-                new = mu + np.asarray(post)
+                mu = field_mean(name)
+                post = solver.posterior(jnp.asarray(hp.amp), jnp.asarray(hp.scale), jnp.asarray(y - mu))
+                new = mu + np.asarray(post.mean)
                 std = start.fields[name].std / (start.fields[name].mean if name in LOG_FIELDS else 1.0)
                 biggest = max(biggest, float(np.nanmax(np.abs(new - f[name]) / np.maximum(std, 1e-12))))
                 f[name] = new
@@ -162,8 +164,7 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig, values, 
     for name, (y, w) in laplace_data(grad, hess).items():
         hp = hyper[name]
         solver = make_solver(gp_config.solver, spec, shape, w, gp_config, float(np.min(hp.scale)))
-        _, var = solver.posterior(jnp.asarray(hp.amp), jnp.asarray(hp.scale), jnp.asarray(y - mean_field(name)))
-        std = np.sqrt(np.maximum(np.asarray(var), 0.0))
+        std = solver.posterior(jnp.asarray(hp.amp), jnp.asarray(hp.scale), jnp.asarray(y - field_mean(name))).std
         fields[name] = to_natural(start.fields[name]._replace(
             mean=f[name], std=std, hyper=hp, solver=solver.name, n_obs=int(np.sum(w > 0)), n_clipped=0))
     say(f"gp joint: done in {time.perf_counter() - t0:.1f} s, total chi2 {chi2:.1f}")

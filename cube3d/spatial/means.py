@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["constant_mean", "disk_velocity", "mean_parameters"]
+__all__ = ["constant_mean", "disk_velocity", "mean_parameters", "MEAN_FUNCTIONS", "mean_field"]
 
 
 def constant_mean(params, yy, xx):
@@ -33,6 +33,15 @@ def disk_velocity(params, yy, xx):
     r2 = along**2 + across**2
     r = jnp.sqrt(r2 + 1e-12)
     return params["v_sys"] + params["v_amp"] * (2.0 / jnp.pi) * jnp.arctan(r / params["r_turn"]) * along / r
+
+
+#: ``GPConfig.v_mean`` name -> mean function ``f(params, yy, xx)``
+MEAN_FUNCTIONS = {"constant": constant_mean, "disk": disk_velocity}
+
+
+def mean_field(kind, params, yy, xx):
+    """The mean ``kind`` (a key of :data:`MEAN_FUNCTIONS`) with ``params`` at (``yy``, ``xx``)."""
+    return MEAN_FUNCTIONS[kind](params, yy, xx)
 
 
 def mean_parameters(kind, y, w, shape):

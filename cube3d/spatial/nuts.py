@@ -49,22 +49,19 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 from ..errors import InputError
-from . import hsgp
 from .config import GPConfig, validate_gp_config
+from .estimates import gp_estimates
 from .hyper import FieldHyper
-from .kernels import KernelSpec, covariance
-from .solvers import hsgp_min_scale
-from .twostep import LOG_FIELDS, GPField, GPResult, _ranges, field_data
+from .solvers import SOLVER_CLASSES, DenseSolver, HSGPSolver, WeightSpaceSolver, hsgp_min_scale
+from .twostep import LOG_FIELDS, GPField, GPResult, field_data, prior_ranges
 
-__all__ = ["gp_nuts", "latent_model", "marginal_model", "log_marginal", "draw_fields", "make_geometry", "Geometry",
+__all__ = ["gp_nuts", "nuts_fields", "latent_model", "marginal_model", "log_marginal", "draw_fields", "nuts_solver",
            "PARAMETRISATIONS", "DENSE_AUTO_MAX"]
 
 PARAMETRISATIONS = ("marginal", "latent")
@@ -75,90 +72,15 @@ PARAMETRISATIONS = ("marginal", "latent")
 # minutes for 600 NUTS iterations of ~10 steps.
 DENSE_AUTO_MAX = 400
 
-_JITTER = 1e-6  # on the diagonal of K, relative to the prior variance sum(amp**2)
 
-
-class Geometry(NamedTuple):
-    """What maps white noise ``z`` to a zero-mean field on the grid (static per field)."""
-
-    kind: str  # "dense" or "hsgp"
-    shape: tuple  # (ny, nx)
-    points: object = None  # dense: (N, 2) spaxel centres
-    basis: object = None  # hsgp: HSGPBasis
-    gram: object = None  # hsgp: Phi^T W Phi for the field's precisions W, (M, M)
-    obs_idx: object = None  # dense: flat indices of the observed spaxels (numpy, static)
-
-    @property
-    def size(self):
-        """Length of ``z``: grid spaxels (dense) or basis functions (hsgp)."""
-        if self.kind == "dense":
-            return self.shape[0] * self.shape[1]
-        return self.basis.size
-
-
-def prior_factor(spec: KernelSpec, geometry: Geometry, amp, scale):
-    """``B`` of ``f - c = B z``: the Cholesky factor ``L`` (N, N) or the weights ``s`` (M,)."""
-    if geometry.kind == "dense":
-        k = covariance(spec, amp, scale, geometry.points, geometry.points)
-        return jnp.linalg.cholesky(k + _JITTER * jnp.sum(amp**2) * jnp.eye(geometry.size))
-    return hsgp.spectral_weights(spec, geometry.basis, amp, scale)
-
-
-def apply_factor(geometry: Geometry, fac, z):
-    """``B z`` as a (ny, nx) map (Solin & Saerkkae 2020 eq. 20 for the Hilbert basis)."""
-    if geometry.kind == "dense":
-        return (fac @ z).reshape(geometry.shape)
-    b = geometry.basis
-    return b.phi_y @ (fac * z).reshape(b.phi_y.shape[1], b.phi_x.shape[1]) @ b.phi_x.T
-
-
-def _transpose_apply(geometry, fac, v):
-    """``B^T v`` for a (ny, nx) map ``v``."""
-    if geometry.kind == "dense":
-        return fac.T @ v.reshape(-1)
-    b = geometry.basis
-    return fac * (b.phi_y.T @ v @ b.phi_x).reshape(-1)
-
-
-def _weighted_gram(geometry, fac, wn, noise_scale):
-    """``B^T W B / noise_scale^2`` with ``W`` the (ny, nx) precisions."""
-    if geometry.kind == "dense":
-        return fac.T @ (wn.reshape(-1)[:, None] * fac)
-    return fac[:, None] * geometry.gram * fac[None, :] / noise_scale**2
-
-
-def _posterior_weights(spec, geometry, amp, scale, noise_scale, c, y, w):
-    """Cholesky factor of ``P = I + B^T D^-1 B`` and ``b = B^T D^-1 (y - c)``."""
-    fac = prior_factor(spec, geometry, amp, scale)
-    obs = w > 0
-    wn = w / noise_scale**2
-    r = jnp.where(obs, y - c, 0.0)
-    prec = jnp.eye(geometry.size) + _weighted_gram(geometry, fac, wn, noise_scale)
-    return fac, jnp.linalg.cholesky(prec), _transpose_apply(geometry, fac, wn * r), wn, r
-
-
-def log_marginal(spec, geometry, amp, scale, noise_scale, c, y, w):
+def log_marginal(solver: WeightSpaceSolver, amp, scale, noise_scale, c, y, w):
     """``log N(y_obs | c, B B^T + D)``, ``D = noise_scale^2 diag(1 / w)`` (R&W 2006, eq. 2.30).
 
-    Dense: one Cholesky of the observed block of ``K + jitter I + D``.  Hilbert basis:
-    Woodbury and the determinant lemma in weight space,
-    ``log|B B^T + D| = log|D| + log|P|`` and ``r^T (B B^T + D)^-1 r = r^T D^-1 r - b^T P^-1 b``.
+    :meth:`cube3d.spatial.solvers.WeightSpaceSolver.log_marginal`: dense, one Cholesky of
+    the observed block of ``K + jitter I + D``; Hilbert basis, Woodbury and the
+    determinant lemma in weight space.
     """
-    if geometry.kind == "dense":
-        idx = geometry.obs_idx
-        pts = geometry.points[idx]
-        k = covariance(spec, amp, scale, pts, pts)
-        d = noise_scale**2 / w.reshape(-1)[idx]
-        chol = jnp.linalg.cholesky(k + jnp.diag(_JITTER * jnp.sum(amp**2) + d))
-        v = solve_triangular(chol, y.reshape(-1)[idx] - c, lower=True)
-        return -0.5 * (v @ v + 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))) + idx.size * jnp.log(2.0 * jnp.pi))
-    fac, cp, b, wn, r = _posterior_weights(spec, geometry, amp, scale, noise_scale, c, y, w)
-    v = solve_triangular(cp, b, lower=True)
-    quad = jnp.sum(wn * r * r) - v @ v
-    obs = w > 0
-    log_w = jnp.sum(jnp.where(obs, jnp.log(jnp.where(obs, wn, 1.0)), 0.0))
-    n_obs = jnp.sum(obs)
-    return -0.5 * (quad + 2.0 * jnp.sum(jnp.log(jnp.diagonal(cp))) - log_w + n_obs * jnp.log(2.0 * jnp.pi))
+    return solver.log_marginal(amp, scale, noise_scale, c, y, w)
 
 
 def _hyper_sites(n_terms, amp_range, scale_range, noise_range, mean0, mean_sd):
@@ -177,8 +99,7 @@ def _hyper_sites(n_terms, amp_range, scale_range, noise_range, mean0, mean_sd):
     return amp, scale, noise, c
 
 
-def latent_model(y, w, *, spec: KernelSpec, geometry: Geometry, amp_range, scale_range, noise_range, mean0,
-                 mean_sd):
+def latent_model(y, w, *, solver: WeightSpaceSolver, amp_range, scale_range, noise_range, mean0, mean_sd):
     """numpyro model with the field's white noise ``z`` as a sampled site.
 
     Parameters
@@ -187,9 +108,9 @@ def latent_model(y, w, *, spec: KernelSpec, geometry: Geometry, amp_range, scale
         Per-spaxel estimates in GP units (``ln sigma`` for SIGMA); ignored where ``w == 0``.
     w : array (ny, nx)
         Precisions ``1 / err**2`` (0 = unobserved; the field is still predicted there).
-    spec : KernelSpec
-    geometry : Geometry
-        Dense spaxel positions or a Hilbert-space basis.
+    solver : WeightSpaceSolver
+        The field's ``f - c = B z`` (dense factor or Hilbert-space basis; its kernel is the
+        prior's).
     amp_range, scale_range : (float, float)
         Log-uniform prior ranges of every term's amplitude (data units) and length scale
         (spaxels).
@@ -199,41 +120,41 @@ def latent_model(y, w, *, spec: KernelSpec, geometry: Geometry, amp_range, scale
         Centre and width of the normal prior of the constant mean ``c``.
 
     Sites: ``log_amp``, ``log_scale`` (n_terms,), ``log_noise`` (when inferred),
-    ``c_raw``, ``z`` (``geometry.size``); deterministic ``c`` and ``f`` (ny, nx).
+    ``c_raw``, ``z`` (``solver.latent_size``); deterministic ``c`` and ``f`` (ny, nx).
     """
     import numpyro
     import numpyro.distributions as dist
 
-    amp, scale, noise, c = _hyper_sites(spec.n_terms, amp_range, scale_range, noise_range, mean0, mean_sd)
-    z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([geometry.size]).to_event(1))
-    f = numpyro.deterministic("f", c + apply_factor(geometry, prior_factor(spec, geometry, amp, scale), z))
+    amp, scale, noise, c = _hyper_sites(solver.spec.n_terms, amp_range, scale_range, noise_range, mean0, mean_sd)
+    z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([solver.latent_size]).to_event(1))
+    f = numpyro.deterministic("f", c + solver.apply_factor(solver.prior_factor(amp, scale), z))
     obs = w > 0
     err = noise / jnp.sqrt(jnp.where(obs, w, 1.0))
     # masked spaxels contribute nothing (zero weight, static shapes; STYLE point 4)
     numpyro.sample("y", dist.Normal(f, err).mask(obs).to_event(2), obs=jnp.where(obs, y, 0.0))
 
 
-def marginal_model(y, w, *, spec: KernelSpec, geometry: Geometry, amp_range, scale_range, noise_range, mean0,
-                   mean_sd):
+def marginal_model(y, w, *, solver: WeightSpaceSolver, amp_range, scale_range, noise_range, mean0, mean_sd):
     """numpyro model of the hyperparameters with the field integrated out.
 
     Same arguments and hyperparameter sites as :func:`latent_model`; the likelihood is
     :func:`log_marginal` (a ``numpyro.factor``).  Fields come from :func:`draw_fields`.
-    The dense form works on the observed spaxels ``geometry.obs_idx`` (which must be
+    The dense form works on the observed spaxels ``solver.obs_idx`` (which must be
     those with ``w > 0``).
     """
     import numpyro
 
-    amp, scale, noise, c = _hyper_sites(spec.n_terms, amp_range, scale_range, noise_range, mean0, mean_sd)
-    numpyro.factor("log_marginal", log_marginal(spec, geometry, amp, scale, noise, c, y, w))
+    amp, scale, noise, c = _hyper_sites(solver.spec.n_terms, amp_range, scale_range, noise_range, mean0, mean_sd)
+    numpyro.factor("log_marginal", log_marginal(solver, amp, scale, noise, c, y, w))
 
 
-def draw_fields(spec, geometry, hyper_samples, y, w, key):
+def draw_fields(solver: WeightSpaceSolver, hyper_samples, y, w, key):
     """One exact draw of the field per hyperparameter sample: ``f = c + B z``,
     ``z ~ N(P^-1 b, P^-1)`` (weight-space GP posterior, Rasmussen & Williams 2006 eq. 2.8).
 
     Parameters
     ----------
+    solver : WeightSpaceSolver
     hyper_samples : dict
         ``log_amp``, ``log_scale`` (S, n_terms), ``c`` (S,), ``log_noise`` (S,) if inferred.
     key : jax PRNG key
@@ -250,23 +171,28 @@ def draw_fields(spec, geometry, hyper_samples, y, w, key):
 
     def one(args):
         la, ls, ln, c, k = args
-        fac, cp, b, _, _ = _posterior_weights(spec, geometry, jnp.exp(la), jnp.exp(ls), ln, c, y, w)
+        fac, cp, b, _, _ = solver.posterior_weights(jnp.exp(la), jnp.exp(ls), ln, c, y, w)
         z = cho_solve((cp, True), b) + solve_triangular(cp.T, jax.random.normal(k, b.shape), lower=False)
-        return c + apply_factor(geometry, fac, z)
+        return c + solver.apply_factor(fac, z)
 
     return jax.lax.map(one, (hyper_samples["log_amp"], hyper_samples["log_scale"], noise, hyper_samples["c"], keys))
 
 
-def make_geometry(name, spec, shape, w, config, scale_range, user_scale):
-    """Dense factor or Hilbert basis for one field; returns ``(Geometry, scale_range)``.
+def nuts_solver(name, spec, shape, w, config, scale_range, user_scale):
+    """The weight-space solver (dense factor or Hilbert basis) for one field.
 
-    Raises :class:`InputError` for ``solver="kronecker"``, a grid above ``max_dense``
-    with ``solver="dense"``, or a user ``scale_range`` the basis cannot resolve.
+    ``solver="auto"`` takes the dense factor up to :data:`DENSE_AUTO_MAX` grid spaxels
+    (and ``config.max_dense``), else the Hilbert basis, whose floor may raise the lower end
+    of ``scale_range``.  Returns ``(WeightSpaceSolver, scale_range)``.
+
+    Raises :class:`InputError` for a solver without a weight-space form
+    (``"kronecker"``), a grid above ``max_dense`` with ``solver="dense"``, or a user
+    ``scale_range`` the basis cannot resolve.
     """
     n = int(np.prod(shape))
     solver = config.solver
-    if solver == "kronecker":
-        raise InputError("gp solver 'kronecker' is not available in the nuts tier; use solver='dense' "
+    if solver != "auto" and not issubclass(SOLVER_CLASSES[solver], WeightSpaceSolver):
+        raise InputError(f"gp solver {solver!r} is not available in the nuts tier; use solver='dense' "
                          "(small grids), 'hsgp' or 'auto'")
     if solver == "auto":
         solver = "dense" if n <= min(config.max_dense, DENSE_AUTO_MAX) else "hsgp"
@@ -276,10 +202,7 @@ def make_geometry(name, spec, shape, w, config, scale_range, user_scale):
                 f"gp solver 'dense' in the nuts tier: the {shape[0]}x{shape[1]} grid has {n} spaxels "
                 f"(limit max_dense={config.max_dense}); use solver='hsgp', tier='two_step' or 'joint_map', "
                 "or bin the cube")
-        ny, nx = shape
-        yy, xx = np.mgrid[:ny, :nx]
-        points = jnp.asarray(np.c_[yy.ravel(), xx.ravel()], dtype=float)
-        return Geometry("dense", tuple(shape), points=points, obs_idx=np.flatnonzero(np.ravel(w) > 0)), scale_range
+        return DenseSolver(spec, shape, w), scale_range
     floor = hsgp_min_scale(spec, shape, config)
     if scale_range[0] < floor * (1 - 1e-9):
         if user_scale:
@@ -291,10 +214,7 @@ def make_geometry(name, spec, shape, w, config, scale_range, user_scale):
     if not scale_range[0] < scale_range[1]:
         raise InputError(f"gp field {name}: the {shape[0]}x{shape[1]} grid is too small for the Hilbert basis; "
                          "use solver='dense'")
-    m = hsgp.basis_size(spec, shape, scale_range[0], config.boundary_factor)
-    basis = hsgp.make_basis(shape, m, config.boundary_factor)
-    gram = hsgp.precompute(basis, jnp.asarray(w)).gram
-    return Geometry("hsgp", tuple(shape), basis=basis, gram=gram), scale_range
+    return HSGPSolver(spec, shape, w, scale_range[0], config.boundary_factor), scale_range
 
 
 def _chain_stats(grouped, sites):
@@ -319,13 +239,13 @@ def _sample_field(name, y, w, spec, config, key, parametrisation):
 
     shape = y.shape
     obs = w > 0
-    amp_range, scale_range, user = _ranges(spec, shape, y, w, config, "dense")
-    geometry, scale_range = make_geometry(name, spec, shape, w, config, scale_range, user)
+    amp_range, scale_range, user = prior_ranges(spec, shape, y, w, config, "dense")
+    solver, scale_range = nuts_solver(name, spec, shape, w, config, scale_range, user)
     yo, wo = y[obs], w[obs]
     mean0 = float(np.sum(wo * yo) / np.sum(wo))
     spread = max(float(np.std(yo)) if yo.size > 1 else 0.0, float(np.median(1.0 / np.sqrt(wo))))
     fn = marginal_model if parametrisation == "marginal" else latent_model
-    model = partial(fn, spec=spec, geometry=geometry, amp_range=amp_range, scale_range=scale_range,
+    model = partial(fn, solver=solver, amp_range=amp_range, scale_range=scale_range,
                     noise_range=config.noise_scale_range, mean0=mean0, mean_sd=10.0 * spread)
     mcmc = MCMC(NUTS(model), num_warmup=config.num_warmup, num_samples=config.num_samples,
                 num_chains=config.num_chains, chain_method="sequential", progress_bar=False)
@@ -336,7 +256,7 @@ def _sample_field(name, y, w, spec, config, key, parametrisation):
     if parametrisation == "marginal":
         n_chains, n_samples = grouped["c"].shape[:2]
         flat = {k: v.reshape(n_chains * n_samples, *v.shape[2:]) for k, v in grouped.items()}
-        grouped["f"] = draw_fields(spec, geometry, flat, y, w, key_draw).reshape(n_chains, n_samples, *shape)
+        grouped["f"] = draw_fields(solver, flat, y, w, key_draw).reshape(n_chains, n_samples, *shape)
     grouped = jax.block_until_ready(grouped)
     seconds = time.perf_counter() - t0
 
@@ -355,13 +275,39 @@ def _sample_field(name, y, w, spec, config, key, parametrisation):
         at_bound=(),
         noise_scale=float(np.median(np.exp(flat["log_noise"]))) if "log_noise" in flat else 1.0,
     )
-    field = GPField(name, f.mean(axis=0), f.std(axis=0), hyper, f"nuts-{geometry.kind}", int(obs.sum()))
+    field = GPField(name, f.mean(axis=0), f.std(axis=0), hyper, f"nuts-{solver.name}", int(obs.sum()))
     diag = {"rhat_max": rhat, "neff_min": neff, "divergences": int(np.sum(np.asarray(extra["diverging"]))),
             "steps_mean": float(np.mean(np.asarray(extra["num_steps"]))), "nuts_seconds": seconds}
     return field, diag
 
 
-def gp_nuts(values, errors, mask, config: GPConfig = GPConfig(tier="nuts"), parametrisation="marginal"):
+def gp_nuts(prepared, fit_result, fit_config, gp_config: GPConfig = GPConfig(tier="nuts"), log=None) -> GPResult:
+    """Tier (c) on a per-spaxel fit: :func:`nuts_fields` of its estimates (marginal form).
+
+    Parameters
+    ----------
+    prepared : cube3d.prepare.PreparedData
+        Unbinned spectra (one per spaxel).
+    fit_result : cube3d.fit.FitResult
+        The per-spaxel fit.
+    fit_config : cube3d.fit.FitConfig
+        Its settings (spaxels on a fit bound are unobserved).
+    gp_config : GPConfig
+    log : callable, optional
+        Receives one progress line per field.
+
+    Returns
+    -------
+    GPResult
+        ``tier == "nuts"``; see :func:`nuts_fields`.
+    """
+    validate_gp_config(gp_config)
+    values, errors, ok = gp_estimates(prepared, fit_result, fit_config, gp_config)
+    return nuts_fields(values, errors, ok, gp_config, log=log)
+
+
+def nuts_fields(values, errors, mask, config: GPConfig = GPConfig(tier="nuts"), parametrisation="marginal",
+                log=None) -> GPResult:
     """Tier (c): GP posterior maps by NUTS over fields and hyperparameters.
 
     Parameters
@@ -382,6 +328,8 @@ def gp_nuts(values, errors, mask, config: GPConfig = GPConfig(tier="nuts"), para
         ``"marginal"`` (hyperparameters by NUTS on the marginal likelihood, exact field
         draws; default) or ``"latent"`` (NUTS over hyperparameters and the field's white
         noise together); see the module docstring.
+    log : callable, optional
+        Receives one progress line per field.
 
     Returns
     -------
@@ -412,13 +360,13 @@ def gp_nuts(values, errors, mask, config: GPConfig = GPConfig(tier="nuts"), para
 
     Examples
     --------
-    >>> res = gp_nuts({"V": v}, {"V": v_err}, np.ones(v.shape, bool),
+    >>> res = nuts_fields({"V": v}, {"V": v_err}, np.ones(v.shape, bool),
     ...               GPConfig(tier="nuts", num_warmup=200, num_samples=200))  # doctest: +SKIP
     >>> res.fields["V"].mean.shape, res.diagnostics["gp_rhat_max"] < 1.1   # doctest: +SKIP
     """
     spec = validate_gp_config(config)
     if parametrisation not in PARAMETRISATIONS:
-        raise InputError(f"gp_nuts parametrisation={parametrisation!r}: use one of {', '.join(PARAMETRISATIONS)}")
+        raise InputError(f"nuts_fields parametrisation={parametrisation!r}: use one of {', '.join(PARAMETRISATIONS)}")
     names = tuple(config.fields) if config.fields else tuple(values)
     missing = [n for n in names if n not in values or n not in errors]
     if missing:
@@ -429,6 +377,7 @@ def gp_nuts(values, errors, mask, config: GPConfig = GPConfig(tier="nuts"), para
     shape = np.shape(values[names[0]])
     if len(shape) != 2 or np.shape(mask) != shape:
         raise InputError(f"gp: maps must be 2-D and the mask must match them, got {shape} and {np.shape(mask)}")
+    say = log or (lambda msg: None)
     key = jax.random.PRNGKey(config.seed)
     fields, diagnostics = {}, {}
     per_field = []
@@ -439,6 +388,8 @@ def gp_nuts(values, errors, mask, config: GPConfig = GPConfig(tier="nuts"), para
         if not np.any(w > 0):
             raise InputError(f"gp field {name}: every spaxel is masked or has no usable error")
         field, diag = _sample_field(name, y, w, spec, config, jax.random.fold_in(key, i), parametrisation)
+        say(f"gp nuts: {name} ({field.solver}) in {diag['nuts_seconds']:.1f} s, r-hat {diag['rhat_max']:.3f}, "
+            f"{diag['divergences']} divergences")
         fields[name] = field
         per_field.append(diag)
         diagnostics.update({f"gp_{name.lower()}_{k}": v for k, v in diag.items()})

@@ -1,29 +1,69 @@
 """One interface over the GP solvers: log evidence and posterior of a field on the grid.
 
-Each solver is built for one field's noise weights ``w`` (ny, nx; 0 = unobserved) and
-offers ``log_evidence(amp, scale, resid)`` (differentiable; the log marginal likelihood
-of the residual data about the mean) and ``posterior(amp, scale, resid)`` (mean and
-variance maps of the zero-mean GP part).
+A :class:`Solver` is built for one field's noise weights ``w`` (ny, nx; 0 = unobserved)
+and promises
 
-- ``dense``: tinygp on the observed spaxels, exact; memory ~ 24 N^2 bytes.
-- ``hsgp``: Hilbert-space reduced rank (:mod:`cube3d.spatial.hsgp`); memory ~ N M.
-- ``kronecker``: exact separable kernel; posterior mean by conjugate gradients with the
-  Kronecker matrix-vector product, standard deviation by posterior sampling, evidence
-  exact on a full grid with equal noise and from the Hilbert-space form of the same
-  separable kernel otherwise (:mod:`cube3d.spatial.kronecker`).
+- :meth:`Solver.log_evidence` ``(amp, scale, resid, noise_scale)``: the log marginal
+  likelihood of the residual data about the mean (differentiable),
+- :meth:`Solver.posterior` ``(amp, scale, resid, noise_scale)``: mean, variance and
+  standard deviation maps of the zero-mean GP part (:class:`FieldPosterior`),
+- :attr:`Solver.evidence`: the same log evidence as a pure function and its array state
+  (:class:`Evidence`), so that the hyperparameter optimiser compiles its objective once
+  per solver class, kernel and grid shape (:mod:`cube3d.spatial.hyper`).
+
+Solvers with a weight-space form ``f = B z``, ``z ~ N(0, I)`` (:class:`WeightSpaceSolver`)
+also serve the NUTS tier (:mod:`cube3d.spatial.nuts`).
+
+- :class:`DenseSolver`: tinygp on the observed spaxels, exact; memory ~ 24 N^2 bytes.
+- :class:`HSGPSolver`: Hilbert-space reduced rank (:mod:`cube3d.spatial.hsgp`); memory ~ N M.
+- :class:`KroneckerSolver`: exact separable kernel; posterior mean by conjugate gradients
+  with the Kronecker matrix-vector product, standard deviation by posterior sampling,
+  evidence exact on a full grid with equal noise and from the Hilbert-space form of the
+  same separable kernel otherwise (:mod:`cube3d.spatial.kronecker`).
+
+:func:`make_solver` picks and builds one from the ``solver`` setting of a
+:class:`~cube3d.spatial.config.GPConfig`.
 """
 
 from __future__ import annotations
 
+import abc
+from typing import Callable, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.linalg import solve_triangular
 
 from ..errors import InputError
-from . import hsgp
-from .kernels import KernelSpec, tinygp_kernel
+from . import hsgp, kronecker
+from .kernels import KernelSpec, covariance, tinygp_kernel
 
-__all__ = ["make_solver", "dense_bytes", "hsgp_min_scale"]
+__all__ = ["Solver", "WeightSpaceSolver", "DenseSolver", "HSGPSolver", "KroneckerSolver", "FieldPosterior",
+           "Evidence", "SOLVER_CLASSES", "make_solver", "dense_bytes", "hsgp_min_scale", "JITTER"]
+
+#: on the diagonal of the dense prior covariance in the weight-space form, relative to sum(amp**2)
+JITTER = 1e-6
+
+
+class FieldPosterior(NamedTuple):
+    """GP posterior of the zero-mean part of a field: ``mean`` and ``var`` (ny, nx)."""
+
+    mean: jax.Array
+    var: jax.Array
+
+    @property
+    def std(self):
+        """Standard deviation (ny, nx), numpy; negative round-off variances read as 0."""
+        return np.sqrt(np.maximum(np.asarray(self.var), 0.0))
+
+
+class Evidence(NamedTuple):
+    """The log evidence as ``fn(spec, state, amp, scale, resid, noise_scale)``: ``fn`` a
+    module-level function (static under jit), ``state`` a pytree of arrays."""
+
+    fn: Callable
+    state: object
 
 
 def dense_bytes(n):
@@ -33,10 +73,89 @@ def dense_bytes(n):
 
 def hsgp_min_scale(spec: KernelSpec, shape, config):
     """Shortest length scale (spaxels) that ``config.max_basis`` functions per axis resolve."""
-    c_nu = max(hsgp._C_NU[k] for k in spec.terms)
-    half = max((max(shape) - 1) / 2.0, 0.5)
-    return c_nu * config.boundary_factor * half / config.max_basis
+    return hsgp.min_scale(spec, shape, config.max_basis, config.boundary_factor)
 
+
+# ---------------------------------------------------------------- the interface
+
+class Solver(abc.ABC):
+    """Log evidence and posterior of one field's GP, for fixed noise weights.
+
+    Parameters common to the methods: ``amp``, ``scale`` (n_terms,) kernel amplitudes
+    (data units) and length scales (spaxels); ``resid`` (ny, nx) data minus mean (ignored
+    where unobserved); ``noise_scale`` a factor on the per-spaxel errors.
+    """
+
+    #: short name, as in ``GPConfig.solver`` and the maps header
+    name: str
+
+    @abc.abstractmethod
+    def log_evidence(self, amp, scale, resid, noise_scale=1.0):
+        """``log N(resid_obs | 0, K + noise_scale^2 W^-1)`` (Rasmussen & Williams 2006 eq. 2.30)."""
+
+    @abc.abstractmethod
+    def posterior(self, amp, scale, resid, noise_scale=1.0) -> FieldPosterior:
+        """Posterior mean and variance of the zero-mean field on the whole grid
+        (Rasmussen & Williams 2006 eqs. 2.22-2.24)."""
+
+    @property
+    @abc.abstractmethod
+    def evidence(self) -> Evidence:
+        """:meth:`log_evidence` as a pure function and its array state (for jit)."""
+
+
+class WeightSpaceSolver(Solver):
+    """A solver whose field has a weight-space form ``f = B z``, ``z ~ N(0, I_size)``.
+
+    Subclasses give ``B`` (:meth:`prior_factor`) and its products; the posterior of
+    ``z`` and the marginal likelihood follow here (Woodbury; Rasmussen & Williams 2006
+    eqs. 2.8, 2.30 in weight space).
+    """
+
+    @property
+    @abc.abstractmethod
+    def latent_size(self) -> int:
+        """Length of ``z``."""
+
+    @abc.abstractmethod
+    def prior_factor(self, amp, scale):
+        """``B`` in whatever form :meth:`apply_factor` takes."""
+
+    @abc.abstractmethod
+    def apply_factor(self, fac, z):
+        """``B z`` as a (ny, nx) map."""
+
+    @abc.abstractmethod
+    def transpose_apply(self, fac, v):
+        """``B^T v`` for a (ny, nx) map ``v``: (latent_size,)."""
+
+    @abc.abstractmethod
+    def weighted_gram(self, fac, wn, noise_scale):
+        """``B^T W B / noise_scale^2`` with ``wn = W / noise_scale^2`` the scaled precisions."""
+
+    def posterior_weights(self, amp, scale, noise_scale, c, y, w):
+        """``(B, chol(P), b, wn, r)``: ``P = I + B^T D^-1 B``, ``b = B^T D^-1 (y - c)``,
+        ``D = noise_scale^2 diag(1 / w)``, ``r`` the masked residual."""
+        fac = self.prior_factor(amp, scale)
+        obs = w > 0
+        wn = w / noise_scale**2
+        r = jnp.where(obs, y - c, 0.0)
+        prec = jnp.eye(self.latent_size) + self.weighted_gram(fac, wn, noise_scale)
+        return fac, jnp.linalg.cholesky(prec), self.transpose_apply(fac, wn * r), wn, r
+
+    def log_marginal(self, amp, scale, noise_scale, c, y, w):
+        """``log N(y_obs | c, B B^T + D)`` by Woodbury and the determinant lemma:
+        ``log|B B^T + D| = log|D| + log|P|``, ``r^T (B B^T + D)^-1 r = r^T D^-1 r - b^T P^-1 b``."""
+        fac, cp, b, wn, r = self.posterior_weights(amp, scale, noise_scale, c, y, w)
+        v = solve_triangular(cp, b, lower=True)
+        quad = jnp.sum(wn * r * r) - v @ v
+        obs = w > 0
+        log_w = jnp.sum(jnp.where(obs, jnp.log(jnp.where(obs, wn, 1.0)), 0.0))
+        n_obs = jnp.sum(obs)
+        return -0.5 * (quad + 2.0 * jnp.sum(jnp.log(jnp.diagonal(cp))) - log_w + n_obs * jnp.log(2.0 * jnp.pi))
+
+
+# ---------------------------------------------------------------- dense (tinygp)
 
 def _dense_evidence(spec, state, amp, scale, resid, noise_scale):
     from tinygp import GaussianProcess
@@ -46,29 +165,26 @@ def _dense_evidence(spec, state, amp, scale, resid, noise_scale):
     return gp.log_probability(resid.reshape(-1)[index])
 
 
-def _hsgp_evidence(spec, state, amp, scale, resid, noise_scale):
-    basis, pre = state
-    return hsgp.log_evidence(spec, basis, pre, amp, scale, resid, noise_scale)
+class DenseSolver(WeightSpaceSolver):
+    """Exact GP by tinygp on the observed spaxels; weight space ``B = chol(K + jitter I)``
+    over the whole grid."""
 
-
-def _kron_uniform_evidence(spec, state, amp, scale, resid, noise_scale):
-    from . import kronecker
-
-    return kronecker.log_likelihood_uniform(spec.terms[0], amp[0], scale[0], state * noise_scale**2, resid)
-
-
-class DenseSolver:
     name = "dense"
 
-    def __init__(self, spec, shape, w):
+    def __init__(self, spec: KernelSpec, shape, w):
         ny, nx = shape
         yy, xx = np.mgrid[:ny, :nx]
         self.points = jnp.asarray(np.c_[yy.ravel(), xx.ravel()], dtype=float)
         self.obs = np.asarray(w).ravel() > 0
+        self.obs_idx = np.flatnonzero(self.obs)
         self.noise = jnp.asarray(1.0 / np.asarray(w).ravel()[self.obs])
-        self.spec, self.shape = spec, shape
+        self.spec, self.shape = spec, tuple(shape)
         # a module-level function and array state: the optimiser's compiled objective is reused
-        self.evidence = (_dense_evidence, (self.points[self.obs], self.noise, jnp.asarray(np.flatnonzero(self.obs))))
+        self._evidence = Evidence(_dense_evidence, (self.points[self.obs], self.noise, jnp.asarray(self.obs_idx)))
+
+    @property
+    def evidence(self):
+        return self._evidence
 
     def _gp(self, amp, scale, noise_scale):
         from tinygp import GaussianProcess
@@ -81,56 +197,127 @@ class DenseSolver:
 
     def posterior(self, amp, scale, resid, noise_scale=1.0):
         cond = self._gp(amp, scale, noise_scale).condition(resid.reshape(-1)[self.obs], self.points).gp
-        return cond.loc.reshape(self.shape), cond.variance.reshape(self.shape)
+        return FieldPosterior(cond.loc.reshape(self.shape), cond.variance.reshape(self.shape))
+
+    @property
+    def latent_size(self):
+        return self.shape[0] * self.shape[1]
+
+    def prior_factor(self, amp, scale):
+        k = covariance(self.spec, amp, scale, self.points, self.points)
+        return jnp.linalg.cholesky(k + JITTER * jnp.sum(amp**2) * jnp.eye(self.latent_size))
+
+    def apply_factor(self, fac, z):
+        return (fac @ z).reshape(self.shape)
+
+    def transpose_apply(self, fac, v):
+        return fac.T @ v.reshape(-1)
+
+    def weighted_gram(self, fac, wn, noise_scale):
+        return fac.T @ (wn.reshape(-1)[:, None] * fac)
+
+    def log_marginal(self, amp, scale, noise_scale, c, y, w):
+        """One Cholesky of the observed block of ``K + jitter I + D``."""
+        idx = self.obs_idx
+        pts = self.points[idx]
+        k = covariance(self.spec, amp, scale, pts, pts)
+        d = noise_scale**2 / w.reshape(-1)[idx]
+        chol = jnp.linalg.cholesky(k + jnp.diag(JITTER * jnp.sum(amp**2) + d))
+        v = solve_triangular(chol, y.reshape(-1)[idx] - c, lower=True)
+        return -0.5 * (v @ v + 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))) + idx.size * jnp.log(2.0 * jnp.pi))
 
 
-class HSGPSolver:
+# ---------------------------------------------------------------- Hilbert space
+
+def _hsgp_evidence(spec, state, amp, scale, resid, noise_scale):
+    basis, pre = state
+    return hsgp.log_evidence(spec, basis, pre, amp, scale, resid, noise_scale)
+
+
+class HSGPSolver(WeightSpaceSolver):
+    """Hilbert-space reduced-rank GP resolving length scales down to ``min_scale``;
+    weight space ``B = Phi diag(s)`` (Solin & Saerkkae 2020 eq. 20)."""
+
     name = "hsgp"
 
-    def __init__(self, spec, shape, w, min_scale, boundary_factor):
+    def __init__(self, spec: KernelSpec, shape, w, min_scale, boundary_factor):
         m = hsgp.basis_size(spec, shape, min_scale, boundary_factor)
         self.basis = hsgp.make_basis(shape, m, boundary_factor)
         self.pre = hsgp.precompute(self.basis, jnp.asarray(w))
-        self.spec = spec
-        self.evidence = (_hsgp_evidence, (self.basis, self.pre))
+        self.spec, self.shape = spec, tuple(shape)
+
+    @property
+    def evidence(self):
+        return Evidence(_hsgp_evidence, (self.basis, self.pre))
 
     def log_evidence(self, amp, scale, resid, noise_scale=1.0):
         return hsgp.log_evidence(self.spec, self.basis, self.pre, amp, scale, resid, noise_scale)
 
     def posterior(self, amp, scale, resid, noise_scale=1.0):
-        return hsgp.posterior(self.spec, self.basis, self.pre, amp, scale, resid, noise_scale)
+        return FieldPosterior(*hsgp.posterior(self.spec, self.basis, self.pre, amp, scale, resid, noise_scale))
+
+    @property
+    def latent_size(self):
+        return self.basis.size
+
+    def prior_factor(self, amp, scale):
+        return hsgp.spectral_weights(self.spec, self.basis, amp, scale)
+
+    def apply_factor(self, fac, z):
+        b = self.basis
+        return b.phi_y @ (fac * z).reshape(b.phi_y.shape[1], b.phi_x.shape[1]) @ b.phi_x.T
+
+    def transpose_apply(self, fac, v):
+        b = self.basis
+        return fac * (b.phi_y.T @ v @ b.phi_x).reshape(-1)
+
+    def weighted_gram(self, fac, wn, noise_scale):
+        return fac[:, None] * self.pre.gram * fac[None, :] / noise_scale**2
 
 
-class KroneckerSolver:
+# ---------------------------------------------------------------- Kronecker
+
+def _kron_uniform_evidence(spec, state, amp, scale, resid, noise_scale):
+    return kronecker.log_likelihood_uniform(spec.terms[0], amp[0], scale[0], state * noise_scale**2, resid)
+
+
+class KroneckerSolver(Solver):
+    """Exact single-term separable GP on the full grid (:mod:`cube3d.spatial.kronecker`)."""
+
     name = "kronecker"
 
-    def __init__(self, spec, shape, w, min_scale, boundary_factor, seed=0):
-        from . import kronecker
-
+    def __init__(self, spec: KernelSpec, shape, w, min_scale, boundary_factor, seed=0):
         kronecker.check_kronecker_inputs(spec, np.asarray(w))
-        self.kron = kronecker
         self.spec, self.kind = spec, spec.terms[0]
         self.w = jnp.asarray(w)
         self.uniform = bool(kronecker.is_uniform_full(np.asarray(w)))
         self.noise_var = float(1.0 / np.asarray(w).ravel()[0]) if self.uniform else None
         self.evidence_proxy = None if self.uniform else HSGPSolver(spec, shape, w, min_scale, boundary_factor)
         self.key = jax.random.PRNGKey(seed)
-        self.evidence = ((_kron_uniform_evidence, jnp.asarray(self.noise_var)) if self.uniform
-                         else self.evidence_proxy.evidence)
+
+    @property
+    def evidence(self):
+        if self.uniform:
+            return Evidence(_kron_uniform_evidence, jnp.asarray(self.noise_var))
+        return self.evidence_proxy.evidence
 
     def log_evidence(self, amp, scale, resid, noise_scale=1.0):
         if self.uniform:
-            return self.kron.log_likelihood_uniform(self.kind, amp[0], scale[0], self.noise_var * noise_scale**2, resid)
+            return kronecker.log_likelihood_uniform(self.kind, amp[0], scale[0], self.noise_var * noise_scale**2, resid)
         return self.evidence_proxy.log_evidence(amp, scale, resid, noise_scale)
 
     def posterior(self, amp, scale, resid, noise_scale=1.0):
         w = self.w / noise_scale**2
-        mean = self.kron.posterior_mean(self.kind, amp[0], scale[0], resid, w)[0]
-        std = self.kron.posterior_std_samples(self.kind, amp[0], scale[0], resid, w, self.key).std
-        return mean, std**2
+        mean = kronecker.posterior_mean(self.kind, amp[0], scale[0], resid, w)[0]
+        std = kronecker.posterior_std_samples(self.kind, amp[0], scale[0], resid, w, self.key).std
+        return FieldPosterior(mean, std**2)
 
 
-def make_solver(name, spec: KernelSpec, shape, w, config, min_scale):
+#: name -> class, in the order of ``GPConfig.solver`` (after ``"auto"``)
+SOLVER_CLASSES = {cls.name: cls for cls in (DenseSolver, HSGPSolver, KroneckerSolver)}
+
+
+def make_solver(name, spec: KernelSpec, shape, w, config, min_scale) -> Solver:
     """Build the solver ``name`` (``auto``, ``dense``, ``hsgp``, ``kronecker``) for one field.
 
     Raises :class:`~cube3d.errors.InputError` with the solver to use instead when the
@@ -159,4 +346,4 @@ def make_solver(name, spec: KernelSpec, shape, w, config, min_scale):
     if name == "kronecker":
         return KroneckerSolver(spec, shape, w, max(min_scale, hsgp_min_scale(spec, shape, config)),
                                config.boundary_factor, config.seed)
-    raise InputError(f"gp solver {name!r}: use auto, dense, hsgp or kronecker")
+    raise InputError(f"gp solver {name!r}: use auto, {', '.join(SOLVER_CLASSES)}")

@@ -17,11 +17,13 @@ import numpy as np
 
 from ..errors import InputError
 from .config import GPConfig, validate_gp_config
-from .hyper import FieldHyper, fit_hyperparameters, _MEANS
-from .means import mean_parameters
-from .solvers import hsgp_min_scale, make_solver
+from .estimates import gp_estimates
+from .hyper import FieldHyper, fit_hyperparameters
+from .means import mean_field, mean_parameters
+from .solvers import Solver, hsgp_min_scale, make_solver
 
-__all__ = ["GPField", "GPResult", "gp_two_step", "field_data", "fit_field", "LOG_FIELDS"]
+__all__ = ["GPField", "GPResult", "gp_two_step", "two_step_fields", "field_data", "fit_field", "prior_ranges",
+           "to_natural", "LOG_FIELDS"]
 
 LOG_FIELDS = ("SIGMA",)
 
@@ -81,7 +83,12 @@ def field_data(name, value, error, mask):
     return y, w
 
 
-def _ranges(spec, shape, y, w, config, solver_name):
+def prior_ranges(spec, shape, y, w, config, solver_name):
+    """Prior ranges of the amplitudes (data units) and length scales (spaxels) of one field.
+
+    Returns ``(amp_range, scale_range, user)`` with ``user`` True when the scale range is
+    ``config.scale_range`` (a bound hit is then an error, not a default to widen).
+    """
     obs = w > 0
     spread = max(float(np.std(y[obs])) if obs.sum() > 1 else 0.0, float(np.median(1 / np.sqrt(w[obs]))))
     amp_range = (1e-3 * spread, 10.0 * spread)
@@ -98,7 +105,7 @@ def _ranges(spec, shape, y, w, config, solver_name):
     return amp_range, scale_range, user
 
 
-def fit_field(name, y, w, config: GPConfig, spec, mean_kind="constant"):
+def fit_field(name, y, w, config: GPConfig, spec, mean_kind="constant") -> tuple[GPField, Solver]:
     """Hyperparameters and posterior of one field from data ``y`` and precisions ``w``.
 
     With ``config.clip``, spaxels further than ``clip`` standard deviations (error and
@@ -120,7 +127,7 @@ def fit_field(name, y, w, config: GPConfig, spec, mean_kind="constant"):
 
 def _fit_field_once(name, y, w, config, spec, mean_kind):
     shape = y.shape
-    amp_range, scale_range, user = _ranges(spec, shape, y, w, config, config.solver)
+    amp_range, scale_range, user = prior_ranges(spec, shape, y, w, config, config.solver)
     solver = make_solver(config.solver, spec, shape, w, config, scale_range[0])
     mspec = mean_parameters(mean_kind, y, w, shape)
     hyper = fit_hyperparameters(solver, spec, y, w, mean_kind, mspec, amp_range, scale_range,
@@ -134,12 +141,11 @@ def _fit_field_once(name, y, w, config, spec, mean_kind):
                 f"({hit[0]}); the data prefer a {side} scale, widen scale_range")
     ny, nx = shape
     yy, xx = jnp.mgrid[:ny, :nx]
-    mean_field = _MEANS[mean_kind](hyper.mean_params, yy, xx)
-    resid = jnp.asarray(np.where(w > 0, y, 0.0)) - mean_field
-    post_mean, post_var = solver.posterior(jnp.asarray(hyper.amp), jnp.asarray(hyper.scale), resid, hyper.noise_scale)
-    mean = np.asarray(mean_field + post_mean)
-    std = np.sqrt(np.maximum(np.asarray(post_var), 0.0))
-    return GPField(name, mean, std, hyper, solver.name, int(np.sum(w > 0))), solver
+    mu = mean_field(mean_kind, hyper.mean_params, yy, xx)
+    resid = jnp.asarray(np.where(w > 0, y, 0.0)) - mu
+    post = solver.posterior(jnp.asarray(hyper.amp), jnp.asarray(hyper.scale), resid, hyper.noise_scale)
+    mean = np.asarray(mu + post.mean)
+    return GPField(name, mean, post.std, hyper, solver.name, int(np.sum(w > 0))), solver
 
 
 def to_natural(field: GPField):
@@ -150,7 +156,33 @@ def to_natural(field: GPField):
     return field
 
 
-def gp_two_step(values, errors, mask, config: GPConfig = GPConfig()):
+def gp_two_step(prepared, fit_result, fit_config, gp_config: GPConfig = GPConfig(), log=None) -> GPResult:
+    """Tier (a) on a per-spaxel fit: :func:`two_step_fields` of its estimates.
+
+    Parameters
+    ----------
+    prepared : cube3d.prepare.PreparedData
+        Unbinned spectra (one per spaxel).
+    fit_result : cube3d.fit.FitResult
+        The per-spaxel fit.
+    fit_config : cube3d.fit.FitConfig
+        Its settings (spaxels on a fit bound are unobserved).
+    gp_config : GPConfig
+    log : callable, optional
+        Progress lines (none from this tier; the argument completes the common tier
+        signature of :data:`cube3d.spatial.apply.TIER_FUNCTIONS`).
+
+    Returns
+    -------
+    GPResult
+        ``tier == "two_step"``.
+    """
+    validate_gp_config(gp_config)
+    values, errors, ok = gp_estimates(prepared, fit_result, fit_config, gp_config)
+    return two_step_fields(values, errors, ok, gp_config)
+
+
+def two_step_fields(values, errors, mask, config: GPConfig = GPConfig()) -> GPResult:
     """Tier (a): GP posterior maps from per-spaxel estimates and their errors.
 
     Parameters
@@ -169,7 +201,7 @@ def gp_two_step(values, errors, mask, config: GPConfig = GPConfig()):
 
     Examples
     --------
-    >>> res = gp_two_step({"V": v}, {"V": v_err}, np.ones(v.shape, bool))  # doctest: +SKIP
+    >>> res = two_step_fields({"V": v}, {"V": v_err}, np.ones(v.shape, bool))  # doctest: +SKIP
     >>> res.fields["V"].mean.shape                                         # doctest: +SKIP
     """
     spec = validate_gp_config(config)

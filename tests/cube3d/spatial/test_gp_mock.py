@@ -14,8 +14,9 @@ import pytest
 from cube3d.fit import FitConfig, fit_spectra
 from cube3d.testing import gp_field, make_mock_cube
 from cube3d.prepare import prepare_cube
-from cube3d.spatial import GPConfig, gp_two_step, spaxel_estimates
+from cube3d.spatial import GPConfig, spaxel_estimates
 from cube3d.spatial.joint import gp_joint_map
+from cube3d.spatial.twostep import two_step_fields
 from cube3d.templates import load_templates
 from cube3d.datasets import demo_templates_dir
 
@@ -46,7 +47,7 @@ def mock():
     res_b = fit_spectra(binned.spectra, binned.ivar, binned.templates, binned.template_offset, binned.velscale, cfg)
     values, errors, ok = spaxel_estimates(prep, res, cfg)
     vor = {name: np.asarray(res_b.params[:, k])[binned.bin_id] for k, name in enumerate(res_b.param_names)}
-    joint = gp_joint_map(prep, res, cfg, GPConfig(n_outer=2, n_inner=4), values, errors, ok)
+    joint = gp_joint_map(prep, res, cfg, GPConfig(n_outer=2, n_inner=4))
     return dict(truth={"V": v, "SIGMA": sigma}, values=values, errors=errors, ok=ok, voronoi=vor, joint=joint,
                 n_bins=binned.n_spec)
 
@@ -82,7 +83,7 @@ def test_joint_gp_recovers_the_length_scale(mock, name):
 def test_two_step_velocity_beats_per_spaxel(mock):
     """The fast tier on the same data: the velocity field improves too (sigma at S/N 5 needs the joint tier,
     see the issue note: ln of noisy per-spaxel sigma is biased)."""
-    res = gp_two_step(mock["values"], mock["errors"], mock["ok"], GPConfig(fields=("V",)))
+    res = two_step_fields(mock["values"], mock["errors"], mock["ok"], GPConfig(fields=("V",)))
     truth = mock["truth"]["V"]
     spaxel = np.where(mock["ok"], mock["values"]["V"], np.nan)
     assert _rms(res.fields["V"].mean, truth) <= 0.7 * float(np.sqrt(np.nanmean((spaxel - truth) ** 2)))

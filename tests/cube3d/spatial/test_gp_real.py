@@ -36,7 +36,7 @@ def real():
     res = fit_spectra(prep.spectra, prep.ivar, prep.templates, prep.template_offset, prep.velscale, cfg)
     res_b = fit_spectra(binned.spectra, binned.ivar, binned.templates, binned.template_offset, binned.velscale, cfg)
     values, errors, ok = spaxel_estimates(prep, res, cfg)
-    gp = gp_joint_map(prep, res, cfg, GPConfig(n_outer=2, n_inner=4), values, errors, ok)
+    gp = gp_joint_map(prep, res, cfg, GPConfig(n_outer=2, n_inner=4))
     snr = np.full(ok.shape, np.nan)
     snr[prep.bin_id >= 0] = np.asarray(prep.snr)[prep.bin_id[prep.bin_id >= 0]]
     return dict(values=values, errors=errors, ok=ok, gp=gp, snr=snr, binned=binned, res_b=res_b)

@@ -156,3 +156,42 @@ def test_parse_kernel():
     assert issubclass(InputError, ValueError)
     with pytest.raises(InputError):
         correlation("cosine", 1.0)
+
+
+def test_registry_round_trip():
+    """Every registered kind: named as its key, found by parse_kernel, and the same
+    correlation as its tinygp counterpart (1-D, along one axis)."""
+    import inspect
+
+    from cube3d.spatial.kernels import KERNELS, KernelKind, get_kernel
+
+    assert KINDS == tuple(KERNELS) and set(KINDS) == {"matern32", "matern52", "expsquared"}
+    d = jnp.asarray([[0.0], [0.4], [1.3], [3.7]])
+    for name, kind in KERNELS.items():
+        assert isinstance(kind, KernelKind) and not inspect.isabstract(type(kind))
+        assert kind.name == name and get_kernel(name) is kind and kind.hsgp_c_nu > 0
+        assert parse_kernel(name.upper()).kinds == (kind,)
+        ref = kind.tinygp_class(scale=1.7)(d, jnp.zeros((1, 1)))[:, 0]
+        np.testing.assert_allclose(kind.correlation(d[:, 0] / 1.7), ref, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(spectral_density(name, 0.3, 1.7, 2), kind.spectral_density(0.3, 1.7, 2), rtol=0)
+    with pytest.raises(TypeError):
+        KernelKind()
+
+
+def test_new_kernel_needs_only_registration(monkeypatch):
+    """A kind added to KERNELS alone works in parsing, covariance, the Hilbert basis and tinygp."""
+    from cube3d.spatial import hsgp
+    from cube3d.spatial.kernels import KERNELS, Matern52
+
+    class Twin(Matern52):
+        name = "twin52"
+
+    monkeypatch.setitem(KERNELS, "twin52", Twin())
+    spec = parse_kernel("twin52+expsquared", separable=True)
+    ref = KernelSpec(("matern52", "expsquared"), True)
+    x, amp, scale = points(9), jnp.asarray([1.0, 0.5]), jnp.asarray([2.0, 3.0])
+    np.testing.assert_array_equal(covariance(spec, amp, scale, x, x), covariance(ref, amp, scale, x, x))
+    np.testing.assert_allclose(tinygp_kernel(spec, amp, scale)(x, x), covariance(ref, amp, scale, x, x), rtol=1e-12)
+    basis = hsgp.make_basis((6, 5), hsgp.basis_size(spec, (6, 5), 1.0))
+    np.testing.assert_array_equal(hsgp.spectral_weights(spec, basis, amp, scale),
+                                  hsgp.spectral_weights(ref, basis, amp, scale))

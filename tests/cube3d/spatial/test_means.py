@@ -20,7 +20,7 @@ import pytest
 
 from cube3d.spatial.config import GPConfig
 from cube3d.spatial.means import constant_mean, disk_velocity, mean_parameters
-from cube3d.spatial.twostep import gp_two_step
+from cube3d.spatial.twostep import two_step_fields
 
 SHAPE = (20, 20)
 TRUTH = dict(v_sys=1000.0, v_amp=150.0, r_turn=3.0, pa=0.6, q=0.6, y0=9.7, x0=10.2)
@@ -93,8 +93,8 @@ def test_disk_mean_recovered():
     yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
     v = np.asarray(disk_velocity(TRUTH, yy, xx))
     err = rng.uniform(5.0, 15.0, size=SHAPE)
-    res = gp_two_step({"V": v + err * rng.normal(size=SHAPE)}, {"V": err}, np.ones(SHAPE, bool),
-                      GPConfig(v_mean="disk"))
+    res = two_step_fields({"V": v + err * rng.normal(size=SHAPE)}, {"V": err}, np.ones(SHAPE, bool),
+                          GPConfig(v_mean="disk"))
     f = res.fields["V"]
     mp = f.hyper.mean_params
     # tolerances about 3x the scatter over seeds 0-2 (module docstring)

@@ -44,9 +44,9 @@ from cube3d.errors import InputError
 from cube3d.testing import gp_field
 from cube3d.spatial.config import GPConfig
 from cube3d.spatial.kernels import KernelSpec
-from cube3d.spatial.nuts import draw_fields, gp_nuts, log_marginal, make_geometry
+from cube3d.spatial.nuts import draw_fields, log_marginal, nuts_fields, nuts_solver
 from cube3d.spatial.solvers import make_solver
-from cube3d.spatial.twostep import field_data, gp_two_step
+from cube3d.spatial.twostep import field_data, two_step_fields
 
 SHAPE = (10, 10)
 SCALE, V_AMP, V_MEAN, LNS_AMP, S_MEAN = 3.0, 40.0, 20.0, 0.25, 150.0
@@ -67,8 +67,8 @@ def simulate(seed, shape=SHAPE):
 def recovered():
     truth, values, errors = simulate(0)
     mask = np.ones(SHAPE, bool)
-    nuts = gp_nuts(values, errors, mask, CONFIG)
-    two = gp_two_step(values, errors, mask, GPConfig(solver="dense"))
+    nuts = nuts_fields(values, errors, mask, CONFIG)
+    two = two_step_fields(values, errors, mask, GPConfig(solver="dense"))
     return truth, values, nuts, two
 
 
@@ -120,7 +120,7 @@ def test_sigma_in_km_per_s(recovered):
 def test_deterministic_and_field_independent(recovered):
     # same seed, V alone: V keeps its key (fold_in by position), so the maps are identical
     truth, values, errors = simulate(0)
-    again = gp_nuts(values, errors, np.ones(SHAPE, bool), CONFIG._replace(fields=("V",)))
+    again = nuts_fields(values, errors, np.ones(SHAPE, bool), CONFIG._replace(fields=("V",)))
     first = recovered[2].fields["V"]
     np.testing.assert_array_equal(again.fields["V"].mean, first.mean)
     np.testing.assert_array_equal(again.fields["V"].std, first.std)
@@ -133,8 +133,8 @@ def test_latent_parametrisation_with_masked_spaxel():
     mask = np.ones(shape, bool)
     mask[0, 0] = False  # unobserved spaxel: still predicted
     cfg = GPConfig(tier="nuts", num_warmup=150, num_samples=150, seed=7, fields=("V",))
-    lat = gp_nuts(values, errors, mask, cfg, parametrisation="latent")
-    two = gp_two_step(values, errors, mask, GPConfig(solver="dense", fields=("V",)))
+    lat = nuts_fields(values, errors, mask, cfg, parametrisation="latent")
+    two = two_step_fields(values, errors, mask, GPConfig(solver="dense", fields=("V",)))
     m, s = lat.fields["V"], two.fields["V"]
     assert m.n_obs == 24 and np.isfinite(m.mean[0, 0]) and m.std[0, 0] > np.median(m.std)
     assert np.mean(np.abs(m.mean - s.mean) / m.std) < 0.4
@@ -147,7 +147,7 @@ def _geometry_and_data(solver, seed=0):
     y, w = field_data("V", values["V"], errors["V"], np.ones(SHAPE, bool))
     w[2, 3] = w[7, 1] = 0.0  # two unobserved spaxels
     cfg = GPConfig(tier="nuts", solver=solver, scale_range=(2.0, 20.0))
-    geometry, _ = make_geometry("V", SPEC, SHAPE, w, cfg, (2.0, 20.0), True)
+    geometry, _ = nuts_solver("V", SPEC, SHAPE, w, cfg, (2.0, 20.0), True)
     return geometry, cfg, y, w
 
 
@@ -159,14 +159,14 @@ def test_marginal_likelihood_and_draws_match_solvers(solver):
     ref = make_solver(solver, SPEC, SHAPE, w, cfg, 2.0)
     amp, scale, noise, c = jnp.array([35.0]), jnp.array([3.5]), 1.2, 18.0
     resid = jnp.asarray(np.where(w > 0, y - c, 0.0))
-    got = log_marginal(SPEC, geometry, amp, scale, noise, c, jnp.asarray(y), jnp.asarray(w))
+    got = log_marginal(geometry, amp, scale, noise, c, jnp.asarray(y), jnp.asarray(w))
     want = ref.log_evidence(amp, scale, resid, noise)
     assert abs(float(got) - float(want)) < 1e-6 * abs(float(want))
 
     n = 2000
     hyper = {"log_amp": jnp.full((n, 1), np.log(35.0)), "log_scale": jnp.full((n, 1), np.log(3.5)),
              "log_noise": jnp.full(n, np.log(noise)), "c": jnp.full(n, c)}
-    f = np.asarray(draw_fields(SPEC, geometry, hyper, jnp.asarray(y), jnp.asarray(w), jax.random.PRNGKey(1)))
+    f = np.asarray(draw_fields(geometry, hyper, jnp.asarray(y), jnp.asarray(w), jax.random.PRNGKey(1)))
     mean, var = ref.posterior(amp, scale, resid, noise)
     std = np.sqrt(np.asarray(var))
     # Monte Carlo: mean to ~std / sqrt(n) = 0.022 std, std to ~1 / sqrt(2 n) = 1.6% (5 sigma bounds)
@@ -184,12 +184,12 @@ def test_marginal_likelihood_and_draws_match_solvers(solver):
 def test_bad_input(config, match):
     _, values, errors = simulate(0)
     with pytest.raises(InputError, match=match):
-        gp_nuts(values, errors, np.ones(SHAPE, bool), config)
+        nuts_fields(values, errors, np.ones(SHAPE, bool), config)
 
 
 def test_bad_parametrisation_and_shapes():
     _, values, errors = simulate(0)
     with pytest.raises(InputError, match="parametrisation"):
-        gp_nuts(values, errors, np.ones(SHAPE, bool), CONFIG, parametrisation="centred")
+        nuts_fields(values, errors, np.ones(SHAPE, bool), CONFIG, parametrisation="centred")
     with pytest.raises(InputError, match="mask"):
-        gp_nuts(values, errors, np.ones((3, 3), bool), CONFIG)
+        nuts_fields(values, errors, np.ones((3, 3), bool), CONFIG)

@@ -26,7 +26,18 @@ import pytest
 from cube3d.errors import InputError
 from cube3d.spatial.config import GPConfig
 from cube3d.spatial.kernels import KernelSpec, covariance
-from cube3d.spatial.solvers import dense_bytes, hsgp_min_scale, make_solver
+from cube3d.spatial.solvers import (
+    SOLVER_CLASSES,
+    DenseSolver,
+    FieldPosterior,
+    HSGPSolver,
+    KroneckerSolver,
+    Solver,
+    WeightSpaceSolver,
+    dense_bytes,
+    hsgp_min_scale,
+    make_solver,
+)
 
 SHAPE = (10, 9)
 SEP = KernelSpec(("matern52",), True)
@@ -133,3 +144,34 @@ def test_other_refusals():
         make_solver("auto", ISO, SHAPE, np.zeros(SHAPE), GPConfig(), 1.0)
     with pytest.raises(InputError, match="solver"):
         make_solver("cholesky", ISO, SHAPE, np.ones(SHAPE), GPConfig(), 1.0)
+
+
+def test_solver_classes_implement_the_base_interface():
+    import inspect
+
+    from cube3d.spatial.config import SOLVERS
+
+    assert Solver.__abstractmethods__ == {"log_evidence", "posterior", "evidence"}
+    assert SOLVERS == ("auto",) + tuple(SOLVER_CLASSES)
+    assert tuple(SOLVER_CLASSES.values()) == (DenseSolver, HSGPSolver, KroneckerSolver)
+    for name, cls in SOLVER_CLASSES.items():
+        assert issubclass(cls, Solver) and not inspect.isabstract(cls) and cls.name == name
+    # the weight-space form (the nuts tier) is offered by dense and hsgp only
+    assert issubclass(DenseSolver, WeightSpaceSolver) and issubclass(HSGPSolver, WeightSpaceSolver)
+    assert not issubclass(KroneckerSolver, WeightSpaceSolver)
+    with pytest.raises(TypeError):
+        Solver()
+    # built solvers: the pure-function evidence equals the method, the posterior is a FieldPosterior
+    rng = np.random.default_rng(1)
+    w = rng.uniform(1.0, 4.0, size=SHAPE)
+    w[0, :3] = 0.0
+    r = jnp.asarray(rng.normal(size=SHAPE))
+    for name in ("dense", "hsgp"):
+        solver = make_solver(name, ISO, SHAPE, w, GPConfig(max_basis=60), 1.5)
+        assert isinstance(solver, SOLVER_CLASSES[name])
+        fn, state = solver.evidence
+        assert float(fn(ISO, state, AMP, SCALE, r, 1.2)) == pytest.approx(float(solver.log_evidence(AMP, SCALE, r, 1.2)),
+                                                                          rel=1e-12)
+        post = solver.posterior(AMP, SCALE, r)
+        assert isinstance(post, FieldPosterior) and post.mean.shape == SHAPE
+        np.testing.assert_array_equal(post.std, np.sqrt(np.maximum(np.asarray(post.var), 0.0)))

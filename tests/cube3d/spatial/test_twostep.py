@@ -35,7 +35,7 @@ import pytest
 from cube3d.errors import InputError
 from cube3d.spatial.config import GPConfig
 from cube3d.spatial.kernels import KernelSpec, covariance
-from cube3d.spatial.twostep import field_data, gp_two_step
+from cube3d.spatial.twostep import field_data, two_step_fields
 
 SHAPE = (20, 20)
 SCALE, V_AMP, V_MEAN, LNS_AMP, S_MEAN = 4.0, 40.0, 20.0, 0.25, 150.0
@@ -80,7 +80,7 @@ def recovered(prior_chol):
     out = []
     for seed in SEEDS:
         truth, values, errors = simulate(prior_chol, seed)
-        res = gp_two_step(values, errors, np.ones(SHAPE, bool))
+        res = two_step_fields(values, errors, np.ones(SHAPE, bool))
         out.append((truth, values, res))
     return out
 
@@ -128,7 +128,7 @@ def test_sigma_additive_noise(prior_chol):
     # errors in km/s independent of the estimate: ln-sigma weights then grow with the noise
     # draw, which biases the field high by ~0.5 std (module docstring); documented, one seed
     truth, values, errors = simulate(prior_chol, 1, sigma_noise="additive")
-    f = gp_two_step(values, errors, np.ones(SHAPE, bool), GPConfig(fields=("SIGMA",))).fields["SIGMA"]
+    f = two_step_fields(values, errors, np.ones(SHAPE, bool), GPConfig(fields=("SIGMA",))).fields["SIGMA"]
     rms_ratio, coverage, bias = _scores(truth["SIGMA"], values["SIGMA"], f)
     assert rms_ratio < 0.5 and 0.5 < coverage < 0.76 and 0.2 < bias < 1.0, (rms_ratio, coverage, bias)
 
@@ -140,7 +140,7 @@ def test_masked_spaxels_and_underestimated_errors(prior_chol):
     mask[8:12, 8:12] = False  # a 4 x 4 hole
     mask[np.random.default_rng(5).uniform(size=SHAPE) < 0.1] = False
     values["V"][~mask] = 1e6  # never read where masked
-    res = gp_two_step(values, errors, mask, GPConfig(fields=("V",)))
+    res = two_step_fields(values, errors, mask, GPConfig(fields=("V",)))
     f = res.fields["V"]
     assert f.n_obs == int(mask.sum())
     assert 1.7 < f.hyper.noise_scale < 2.3, f.hyper.noise_scale
@@ -161,18 +161,18 @@ def test_masked_spaxels_and_underestimated_errors(prior_chol):
 def test_scale_range_excluding_truth_raises(prior_chol):
     truth, values, errors = simulate(prior_chol, 0)
     with pytest.raises(InputError, match="scale_range"):
-        gp_two_step(values, errors, np.ones(SHAPE, bool), GPConfig(fields=("V",), scale_range=(0.2, 0.6)))
+        two_step_fields(values, errors, np.ones(SHAPE, bool), GPConfig(fields=("V",), scale_range=(0.2, 0.6)))
 
 
 def test_all_masked_raises():
     v = np.ones(SHAPE)
     with pytest.raises(InputError, match="masked"):
-        gp_two_step({"V": v}, {"V": v}, np.zeros(SHAPE, bool))
+        two_step_fields({"V": v}, {"V": v}, np.zeros(SHAPE, bool))
     # no usable error anywhere counts as masked too
     with pytest.raises(InputError, match="V"):
-        gp_two_step({"V": v}, {"V": np.zeros(SHAPE)}, np.ones(SHAPE, bool))
+        two_step_fields({"V": v}, {"V": np.zeros(SHAPE)}, np.ones(SHAPE, bool))
     with pytest.raises(InputError, match="H3"):
-        gp_two_step({"V": v}, {"V": v}, np.ones(SHAPE, bool), GPConfig(fields=("H3",)))
+        two_step_fields({"V": v}, {"V": v}, np.ones(SHAPE, bool), GPConfig(fields=("H3",)))
 
 
 def test_field_data_log_sigma():
@@ -191,3 +191,15 @@ def test_header_meta(recovered):
     assert meta["gp_v_solver"] == "dense"
     assert meta["gp_v_scale0"] == pytest.approx(recovered[0][2].fields["V"].hyper.scale[0])
     assert "gp_sigma_mean_c" in meta
+
+
+def test_tiers_share_one_signature():
+    import inspect
+
+    from cube3d.spatial.apply import TIER_FUNCTIONS
+    from cube3d.spatial.config import TIERS
+
+    assert tuple(TIER_FUNCTIONS) == TIERS
+    for fn in TIER_FUNCTIONS.values():
+        params = list(inspect.signature(fn).parameters)
+        assert params == ["prepared", "fit_result", "fit_config", "gp_config", "log"], fn.__name__
