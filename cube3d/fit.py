@@ -1,14 +1,8 @@
 """Per-spectrum LOSVD fitting, written for one spectrum and ``vmap``-ped over chunks.
 
-The model of one log-rebinned spectrum ``g`` (pixel ``j``) is
-
-    m_j = P_mult(x_j) * sum_k a_k (T_k * L)(j + offset) + sum_l b_l P_l(x_j),
-
-with templates ``T_k`` convolved with the line-of-sight velocity distribution ``L`` in
-Fourier space (Cappellari 2017, MNRAS 466, 798, sec. 3 and eq. 38: the LOSVD transform is
-analytic, so no sampled kernel and no pixel-integration bias at small sigma), non-negative
-template weights ``a_k``, additive Legendre polynomials ``P_l`` (free coefficients ``b_l``)
-and an optional multiplicative Legendre polynomial ``P_mult = 1 + sum_m c_m P_m``.
+The model of one spectrum (templates convolved with the LOSVD in Fourier space,
+non-negative template weights, additive and multiplicative Legendre polynomials) is
+described in :mod:`cube3d.spectral_model`.
 
 Nonlinear parameters ``theta = (V, sigma, h3.., c_1..)`` and linear ones ``(a, b)`` are
 fitted together by a damped Gauss-Newton (Levenberg 1944; Marquardt 1963) iteration on
@@ -18,6 +12,12 @@ already linear in ``(a, b)``) and solves the bounded linear least-squares proble
 chi^2 of the profiled problem (``a, b`` re-solved at the new ``theta``) decreases,
 otherwise the damping grows.  The iteration count is fixed (``lax.scan``), so every
 spectrum has the same static shapes and many are fitted at once with ``jax.vmap``.
+
+Convergence: a fit has converged when, over its last two iterations, chi^2 fell by
+less than ``chi2_rtol`` times chi^2 (relative change) and no LOSVD parameter moved by
+more than ``param_rtol`` times its one-sigma error (relative to its error, since V has
+no natural scale).  :attr:`FitResult.converged` is False otherwise, and the maps set
+FLAG bit 2 (:mod:`cube3d.flags`).
 
 Errors come from the Laplace (Gauss-Newton) covariance ``(J^T W J)^{-1}`` over all free
 parameters at the solution, with templates at zero weight held at their bound; the
@@ -42,39 +42,67 @@ from jax import lax
 
 from . import losvd
 from .errors import InputError
-from .linalg import bounded_least_squares, cholesky_solve, spd_inverse
+from .linalg import bounded_least_squares, spd_inverse
+from .spectral_model import (
+    build_problem,
+    convolved_templates,
+    kinematic_jacobian,
+    laplace_covariance,
+    legendre_basis,
+    linear_solve,
+    start_velocity,
+)
 
-__all__ = ["local_quadratic", "FitConfig", "FitResult", "fit_spectra", "legendre_basis", "validate_config"]
+__all__ = [
+    "FitConfig",
+    "FitInput",
+    "FitResult",
+    "fit_spectra",
+    "local_quadratic",
+    "legendre_basis",
+    "losvd_family",
+    "validate_config",
+]
 
 
 class FitConfig(NamedTuple):
-    """Settings of the per-spectrum fit (hashable: used as a static jit argument).
+    """Settings of the per-spectrum fit (hashable).
+
+    The names match the command-line options of ``cube3d fit`` (``--moments``,
+    ``--losvd``, ``--degree``, ``--mdegree``, ``--clip``, ``--sigma-start``,
+    ``--chunk-size``) and the maps header (``MOMENTS``, ``LOSVD``, ...).
 
     Parameters
     ----------
-    n_moments : int
+    moments : int
         Gauss-Hermite moments: 2 (V, sigma), 3, 4 (h3, h4), 5 or 6.  Ignored for the
         Sanders-Evans family, which has its own parameters.
-    family : str
-        ``"gauss_hermite"`` or ``"sanders_evans"``.
+    losvd : str
+        LOSVD family: ``"gauss_hermite"`` or ``"sanders_evans"``.
     degree : int
         Degree of the additive Legendre polynomial (-1 for none).
     mdegree : int
         Degree of the multiplicative Legendre polynomial (0 for none).
     n_iter : int
         Damped Gauss-Newton iterations (fixed, so shapes are static).
-    clip_sigma : float or None
-        If set, pixels whose residual exceeds ``clip_sigma`` times the rms of the
-        normalised residuals are masked after a first fit, and the fit is repeated
-        once (a single round of the outlier clipping of Cappellari 2023, sec. 3.7).
+    clip : float or None
+        If set, pixels whose residual exceeds ``clip`` times the rms of the normalised
+        residuals are masked after a first fit, and the fit is repeated once (a single
+        round of the outlier clipping of Cappellari 2023, sec. 3.7).
     sigma_start : float
         Starting dispersion in km/s.
     v_range : float
-        Velocities are bounded to ``v_start +- v_range`` km/s.
+        Velocities are bounded to ``+-v_range`` km/s around 0 (the redshift); the start
+        (cross-correlation or ``v_start``) lies inside these bounds.
     sigma_max : float
         Upper bound of the dispersion in km/s (lower bound 0.1 pixel).
     h_bound : float
         Bound on |h_m| for the Gauss-Hermite family.
+    chi2_rtol : float
+        Convergence: largest relative decrease of chi^2 over the last two iterations.
+    param_rtol : float
+        Convergence: largest change of any LOSVD parameter over the last two iterations,
+        in units of its one-sigma error.
     chunk_size : int
         Spectra per compiled batch (static shape; sets the peak memory).
     n_threads : int or None
@@ -82,18 +110,47 @@ class FitConfig(NamedTuple):
         grows with ``n_threads * chunk_size``.
     """
 
-    n_moments: int = 4
-    family: str = "gauss_hermite"
+    moments: int = 4
+    losvd: str = "gauss_hermite"
     degree: int = 4
     mdegree: int = 0
     n_iter: int = 12
-    clip_sigma: Optional[float] = None
+    clip: Optional[float] = None
     sigma_start: float = 150.0
     v_range: float = 1500.0
     sigma_max: float = 1000.0
     h_bound: float = 0.3
+    chi2_rtol: float = 1e-5
+    param_rtol: float = 0.1
     chunk_size: int = 16
     n_threads: Optional[int] = None
+
+
+class FitInput(NamedTuple):
+    """Spectra and templates for :func:`fit_spectra`, when they do not come from
+    :func:`cube3d.prepare.prepare_cube` (whose :class:`~cube3d.prepare.PreparedData`
+    has the same attributes and can be passed directly).
+
+    Attributes
+    ----------
+    spectra : array (n_spec, n_pix) or (n_pix,)
+        Rest-frame spectra on a uniform ln-lambda grid (typically normalised to median 1).
+    ivar : array, like ``spectra``
+        Inverse variances; 0 masks a pixel.
+    templates : array (n_tpl, n_tpl_pix)
+        Templates on the same ln-lambda step; galaxy pixel ``j`` sits at template pixel
+        ``j + template_offset``.
+    template_offset : int
+        See above; must leave room for the largest velocity shift on both sides.
+    velscale : float
+        km/s per pixel.
+    """
+
+    spectra: np.ndarray
+    ivar: np.ndarray
+    templates: np.ndarray
+    template_offset: int
+    velscale: float
 
 
 class FitResult(NamedTuple):
@@ -122,6 +179,10 @@ class FitResult(NamedTuple):
         Number of pixels with non-zero weight.
     ok : (n_spec,) bool
         False where the spectrum had too few usable pixels (its parameters are NaN).
+    converged : (n_spec,) bool
+        The convergence criterion (module docstring) was met within ``n_iter``.
+    clipped_fraction : (n_spec,)
+        Fraction of the usable pixels that outlier clipping rejected (0 without ``clip``).
     """
 
     param_names: tuple
@@ -136,22 +197,19 @@ class FitResult(NamedTuple):
     weights_used: np.ndarray
     n_good: np.ndarray
     ok: np.ndarray
-
-
-def legendre_basis(n_pix, degree, start=0):
-    """Legendre polynomials P_start..P_degree on x in [-1, 1] over n_pix pixels.
-
-    Returns an array of shape (degree + 1 - start, n_pix) (numpy, float64).
-    """
-    x = np.linspace(-1.0, 1.0, n_pix)
-    return np.polynomial.legendre.legvander(x, max(degree, 0)).T[start : degree + 1]
+    converged: np.ndarray
+    clipped_fraction: np.ndarray
 
 
 def validate_config(config):
     """Reject settings the fit cannot use, with a message naming the option.
 
     Called by :func:`fit_spectra`, and by the pipeline before any file is read.
-    Returns the LOSVD family the settings select.
+
+    Returns
+    -------
+    cube3d.losvd.LOSVDFamily
+        The LOSVD family the settings select.
     """
 
     def positive(x):
@@ -160,333 +218,249 @@ def validate_config(config):
     def integer(x):
         return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
-    if config.family == "gauss_hermite" and not (integer(config.n_moments) and 2 <= config.n_moments <= 6):
-        raise InputError(f"--moments: must be an integer from 2 to 6, got {config.n_moments}")
+    if config.losvd == "gauss_hermite" and not (integer(config.moments) and 2 <= config.moments <= 6):
+        raise InputError(f"--moments: must be an integer from 2 to 6, got {config.moments}")
     if not (integer(config.degree) and config.degree >= -1):
         raise InputError(f"--degree: must be an integer >= -1 (-1: no additive polynomial), got {config.degree}")
     if not (integer(config.mdegree) and config.mdegree >= 0):
         raise InputError(f"--mdegree: must be an integer >= 0, got {config.mdegree}")
-    if config.clip_sigma is not None and not positive(config.clip_sigma):
-        raise InputError(f"--clip: must be a positive number of sigmas, got {config.clip_sigma}")
+    if config.clip is not None and not positive(config.clip):
+        raise InputError(f"--clip: must be a positive number of sigmas, got {config.clip}")
     if not positive(config.sigma_start):
         raise InputError(f"--sigma-start: must be a positive number of km/s, got {config.sigma_start}")
     if not (integer(config.chunk_size) and config.chunk_size >= 1):
         raise InputError(f"--chunk-size: must be a positive integer, got {config.chunk_size}")
     if not (integer(config.n_iter) and config.n_iter >= 1):
         raise InputError(f"n_iter: must be a positive integer, got {config.n_iter}")
-    return _family(config)
+    if not (positive(config.chi2_rtol) and positive(config.param_rtol)):
+        raise InputError(f"chi2_rtol, param_rtol: must be positive, got {config.chi2_rtol}, {config.param_rtol}")
+    return losvd_family(config)
 
 
-def _family(config):
-    if config.family == "gauss_hermite":
-        if config.n_moments not in (2, 3, 4, 5, 6):
-            raise InputError(f"--moments: must be an integer from 2 to 6, got {config.n_moments}")
-        return losvd.LOSVDFamily.gauss_hermite(config.n_moments)
-    if config.family == "sanders_evans":
+def losvd_family(config):
+    """The :class:`cube3d.losvd.LOSVDFamily` selected by ``config.losvd`` and ``config.moments``."""
+    if config.losvd == "gauss_hermite":
+        if config.moments not in (2, 3, 4, 5, 6):
+            raise InputError(f"--moments: must be an integer from 2 to 6, got {config.moments}")
+        return losvd.LOSVDFamily.gauss_hermite(config.moments)
+    if config.losvd == "sanders_evans":
         return losvd.LOSVDFamily.sanders_evans()
-    raise InputError(f"--losvd must be 'gauss_hermite' or 'sanders_evans', got {config.family!r}")
+    raise InputError(f"--losvd must be 'gauss_hermite' or 'sanders_evans', got {config.losvd!r}")
 
 
 def _shape_bounds(family, config):
     """Lower/upper bounds of the LOSVD shape parameters (after V and sigma)."""
     n_shape = len(family.param_names) - 2
-    if config.family == "gauss_hermite":
+    if config.losvd == "gauss_hermite":
         return -config.h_bound * np.ones(n_shape), config.h_bound * np.ones(n_shape)
     lo, hi = losvd.sanders_evans_bounds()
     return np.asarray(lo, float), np.asarray(hi, float)
 
 
-class _Problem(NamedTuple):
-    """Arrays shared by every spectrum of a fit (unbatched under vmap)."""
-
-    template_ft: jax.Array  # (n_tpl, n_freq) complex
-    omega: jax.Array  # (n_freq,) radians per pixel
-    add_basis: jax.Array  # (n_add, n_pix)
-    mult_basis: jax.Array  # (mdegree, n_pix)
-    lower: jax.Array  # (n_theta,) bounds of theta (pixels for V, sigma)
-    upper: jax.Array
-    xcorr_template: jax.Array  # (n_fft,) high-passed mean template for the start
-    xcorr_basis: jax.Array  # (5, n_pix) Legendre P0..P4 for the continuum of the start
-    theta_start: jax.Array  # (n_theta,) start of the shape parameters (V, sigma set per spectrum)
+def _problem_for(data, config, family):
+    """The shared arrays of a fit (:func:`cube3d.spectral_model.build_problem`) from a config."""
+    return build_problem(
+        data.templates, data.template_offset, data.spectra.shape[1], data.velscale,
+        v_range=config.v_range, sigma_max=config.sigma_max, sigma_start=config.sigma_start,
+        shape_bounds=_shape_bounds(family, config), shape_start=family.shape_start,
+        degree=config.degree, mdegree=config.mdegree,
+    )
 
 
-def _materialize(x):
-    """Return ``x`` unchanged, computed once.
+class _Static(NamedTuple):
+    """Everything that fixes the shapes and the control flow of one fit (a static jit
+    argument: equal settings reuse the compiled function)."""
 
-    XLA fuses the elementwise LOSVD transform into its broadcast product with the
-    (n_tpl, n_freq) template transforms and so recomputes the cosines, exponentials and
-    Hermite polynomials once per template (2.5x slower).  A length-1 FFT is the identity
-    but cannot be fused through, so the transform is evaluated once per spectrum.
-    """
-    return jnp.fft.fft(x[..., None], axis=-1)[..., 0]
-
-
-def _convolve(problem, ft_fn, kin, offset, n_pix, n_fft):
-    """Templates convolved with the LOSVD, sliced to the galaxy pixels: (n_tpl, n_pix)."""
-    lhat = _materialize(ft_fn(problem.omega, kin))
-    full = jnp.fft.irfft(problem.template_ft * lhat[None, :], n_fft, axis=-1)
-    return lax.dynamic_slice_in_dim(full, offset, n_pix, axis=-1)
+    family: losvd.LOSVDFamily
+    offset: int
+    n_pix: int
+    n_fft: int
+    n_iter: int
+    clip: Optional[float]
+    use_xcorr: bool
+    chi2_rtol: float
+    param_rtol: float
 
 
-def _linear_solve(conv, mpoly, problem, galaxy, w, passive_init=None):
-    """Profiled linear problem at fixed theta: non-negative template weights + additive poly.
+class _State(NamedTuple):
+    """Carry of the damped Gauss-Newton iteration for one spectrum."""
 
-    Returns ``(coef, model, chi2, gram, rhs)``: the coefficients, the model, its chi^2,
-    and the weighted normal matrix ``L W L^T`` and vector ``L W g`` of the linear columns
-    ``L`` (reused by the next Gauss-Newton step).  Columns are scaled to unit weighted
-    norm for conditioning and the solution is scaled back.
-    """
-    cols = jnp.concatenate([conv * mpoly[None, :], problem.add_basis], axis=0)
-    n_tpl = conv.shape[0]
-    gram = (cols * w[None, :]) @ cols.T
-    rhs = cols @ (w * galaxy)
-    norm = jnp.sqrt(jnp.diagonal(gram)) + 1e-30
-    m = gram / (norm[:, None] * norm[None, :])
-    nonneg = jnp.arange(cols.shape[0]) < n_tpl
-    coef = bounded_least_squares(m, rhs / norm, nonneg, passive_init=passive_init) / norm
-    model = coef @ cols
-    chi2 = jnp.sum(w * (galaxy - model) ** 2)
-    return coef, model, chi2, gram, rhs
+    theta: jax.Array  # nonlinear parameters (pixels for V, sigma)
+    coef: jax.Array  # linear coefficients: template weights, then additive polynomial
+    chi2: jax.Array
+    conv: jax.Array  # (n_tpl, n_pix) templates convolved at theta
+    mpoly: jax.Array  # (n_pix,) multiplicative polynomial at theta
+    gram: jax.Array  # normal matrix of the linear columns
+    rhs: jax.Array
+    lam: jax.Array  # Marquardt damping
 
 
-def _start_velocity(problem, galaxy, w, offset, n_pix, n_fft, vmax_pix):
-    """Cross-correlation start (Tonry & Davis 1979): peak of the weighted, continuum-
-    subtracted galaxy correlated with the high-passed mean template, parabola-refined."""
-    basis = problem.xcorr_basis
-    m = (basis * w[None, :]) @ basis.T + 1e-12 * jnp.eye(basis.shape[0])
-    cont = cholesky_solve(m, basis @ (w * galaxy)) @ basis
-    u = jnp.zeros(n_fft).at[offset : offset + n_pix].set(w * (galaxy - cont))
-    corr = jnp.fft.irfft(jnp.fft.rfft(problem.xcorr_template) * jnp.conj(jnp.fft.rfft(u)), n_fft)
-    lags = jnp.arange(-n_fft // 4, n_fft // 4)
-    # corr[k] = sum_i u[i] t[i + k]; a galaxy redshifted by s pixels peaks at k = -s
-    cc = jnp.where(jnp.abs(lags) <= vmax_pix, corr[(-lags) % n_fft], -jnp.inf)
-    i = jnp.argmax(cc)
-    y0, y1, y2 = cc[jnp.maximum(i - 1, 0)], cc[i], cc[jnp.minimum(i + 1, cc.size - 1)]
-    den = y0 - 2 * y1 + y2
-    frac = jnp.where(jnp.isfinite(den) & (den < 0), 0.5 * (y0 - y2) / den, 0.0)
-    return lags[i] + jnp.clip(frac, -0.5, 0.5)
+class _Spectrum:
+    """The pieces of one spectrum's fit at fixed static settings (built at trace time)."""
 
+    def __init__(self, problem, static, galaxy):
+        self.problem, self.s, self.galaxy = problem, static, galaxy
+        self.n_kin = static.family.n_params
+        self.n_tpl = problem.template_ft.shape[0]
+        self.n_theta = self.n_kin + problem.mult_basis.shape[0]
+        self.n_lin = self.n_tpl + problem.add_basis.shape[0]
 
-def _laplace_covariance(cols, w, keep):
-    """Inverse of the Gauss-Newton matrix ``cols W cols^T`` over the parameters ``keep``
-    (the others, e.g. templates at zero weight, held fixed: zero rows/columns).  Columns
-    are scaled to unit weighted norm for conditioning; LAPACK-free inverse (vmap-safe)."""
-    norm = jnp.sqrt(jnp.sum(w[None, :] * cols**2, axis=1)) + 1e-30
-    scaled = cols / norm[:, None]
-    fisher = (scaled * w[None, :]) @ scaled.T
-    fisher = jnp.where(keep[:, None] & keep[None, :], fisher, 0.0) + jnp.diag(jnp.where(keep, 0.0, 1.0))
-    return spd_inverse(fisher) / (norm[:, None] * norm[None, :])
+    def linear_columns(self, conv, mpoly):
+        return jnp.concatenate([conv * mpoly[None, :], self.problem.add_basis], axis=0)
 
-
-def _fit_one(galaxy, w, v_start, problem, *, ft_fn, n_kin, offset, n_pix, n_fft, n_iter,
-             clip_sigma, sigma_start, use_xcorr, vmax_pix):
-    """Fit one spectrum; all sizes static.  Returns a dict of per-spectrum results."""
-    n_mult = problem.mult_basis.shape[0]
-    n_tpl = problem.template_ft.shape[0]
-    n_theta = n_kin + n_mult
-
-    if use_xcorr:
-        v0 = _start_velocity(problem, galaxy, w, offset, n_pix, n_fft, vmax_pix)
-    else:
-        v0 = v_start
-    theta0 = problem.theta_start.at[0].set(v0).at[1].set(sigma_start)
-    theta0 = jnp.clip(theta0, problem.lower, problem.upper)
-
-    def pieces(theta):
-        kin, c = theta[:n_kin], theta[n_kin:]
-        conv = _convolve(problem, ft_fn, kin, offset, n_pix, n_fft)
-        mpoly = 1.0 + c @ problem.mult_basis
-        return conv, mpoly
-
-    def profiled(theta, wgt, passive_init=None):
-        conv, mpoly = pieces(theta)
-        coef, model, chi2, gram, rhs = _linear_solve(conv, mpoly, problem, galaxy, wgt, passive_init)
+    def profiled(self, theta, w, passive_init=None):
+        """The state at ``theta``: linear coefficients re-solved (non-negative templates)."""
+        s, p = self.s, self.problem
+        conv = convolved_templates(p, s.family.ft, theta[: self.n_kin], s.offset, s.n_pix, s.n_fft)
+        mpoly = 1.0 + theta[self.n_kin :] @ p.mult_basis
+        coef, _, chi2, gram, rhs = linear_solve(conv, mpoly, p, self.galaxy, w, passive_init)
         return coef, chi2, conv, mpoly, gram, rhs
 
-    def jacobian_columns(theta, coef, conv, mpoly):
+    def theta_columns(self, theta, coef, conv, mpoly):
         """Columns of d model / d theta at fixed linear coefficients: (n_theta, n_pix)."""
-        kin = theta[:n_kin]
-        a = coef[:n_tpl]
-        combined_ft = a @ problem.template_ft  # (n_freq,) the weighted template, one FFT
-        dlhat = _materialize(jax.jacfwd(lambda k: ft_fn(problem.omega, k))(kin))  # (n_freq, n_kin)
-        dfull = jnp.fft.irfft(combined_ft[None, :] * dlhat.T, n_fft, axis=-1)
-        dkin = lax.dynamic_slice_in_dim(dfull, offset, n_pix, axis=-1) * mpoly[None, :]
-        dmult = problem.mult_basis * (a @ conv)[None, :]
-        return jnp.concatenate([dkin, dmult], axis=0)
+        s, p = self.s, self.problem
+        a = coef[: self.n_tpl]
+        dkin = kinematic_jacobian(p, s.family.ft, theta[: self.n_kin], a, s.offset, s.n_pix, s.n_fft)
+        dmult = p.mult_basis * (a @ conv)[None, :]
+        return jnp.concatenate([dkin * mpoly[None, :], dmult], axis=0)
 
-    def design(theta, coef, conv, mpoly):
-        jac = jacobian_columns(theta, coef, conv, mpoly)
-        lin = jnp.concatenate([conv * mpoly[None, :], problem.add_basis], axis=0)
-        return jnp.concatenate([jac, lin], axis=0)  # (n_theta + n_lin, n_pix)
-
-    n_lin = n_tpl + problem.add_basis.shape[0]
-    nonneg = jnp.concatenate([jnp.zeros(n_theta, bool), jnp.arange(n_lin) < n_tpl])
-
-    # The first third of the iterations fits V and sigma only (shape parameters frozen at
-    # their start values, h_m = 0), which keeps h_m off their bounds while V and sigma are
-    # still far from the solution.
-    gauss_only = jnp.arange(n_theta) >= 2
-    gauss_only = gauss_only & (jnp.arange(n_theta) < n_kin)
-
-    def lm_step(state, it, wgt):
-        theta, coef, chi2, conv, mpoly, gram_ll, rhs_l, lam = state
+    def lm_step(self, state, it, w):
+        """One damped Gauss-Newton step on the joint (theta, linear) vector; kept only
+        when the profiled chi^2 decreases, else the damping grows."""
+        p, n_theta = self.problem, self.n_theta
+        jac = self.theta_columns(state.theta, state.coef, state.conv, state.mpoly)
+        lin = self.linear_columns(state.conv, state.mpoly)
         # Normal equations of the joint linearised problem: only the blocks involving the
         # Jacobian columns are new; the linear-linear block comes from the last solve.
-        jac = jacobian_columns(theta, coef, conv, mpoly)
-        lin = jnp.concatenate([conv * mpoly[None, :], problem.add_basis], axis=0)
-        jw = jac * wgt[None, :]
+        jw = jac * w[None, :]
         g_tt, g_tl = jw @ jac.T, jw @ lin.T
-        gram = jnp.block([[g_tt, g_tl], [g_tl.T, gram_ll]])
-        rhs = jnp.concatenate([jw @ galaxy, rhs_l])
+        gram = jnp.block([[g_tt, g_tl], [g_tl.T, state.gram]])
+        rhs = jnp.concatenate([jw @ self.galaxy, state.rhs])
         norm = jnp.sqrt(jnp.diagonal(gram)) + 1e-30
         m = gram / (norm[:, None] * norm[None, :])
         # Linearisation: model(theta + d, coef') ~ lin(theta) coef' + jac(theta, coef) d,
         # so one bounded least-squares solve gives the step d and the new coef' together.
-        damping = jnp.concatenate([lam * jnp.ones(n_theta), jnp.zeros(n_lin)])
+        damping = jnp.concatenate([state.lam * jnp.ones(n_theta), jnp.zeros(self.n_lin)])
         m = m + jnp.diag(damping * jnp.diag(m))  # Marquardt (1963) diagonal scaling
-        warm = jnp.concatenate([jnp.zeros(n_theta, bool), coef > 0])  # last active templates
+        nonneg = jnp.concatenate([jnp.zeros(n_theta, bool), jnp.arange(self.n_lin) < self.n_tpl])
+        warm = jnp.concatenate([jnp.zeros(n_theta, bool), state.coef > 0])  # last active templates
         sol = bounded_least_squares(m, rhs / norm, nonneg, passive_init=warm) / norm
-        step = jnp.where(gauss_only & (it < n_iter // 3), 0.0, sol[:n_theta])
-        trial = jnp.clip(theta + step, problem.lower, problem.upper)
+        # The first third of the iterations fits V and sigma only (shape parameters frozen
+        # at their start values, h_m = 0), which keeps h_m off their bounds while V and
+        # sigma are still far from the solution.
+        shape = (jnp.arange(n_theta) >= 2) & (jnp.arange(n_theta) < self.n_kin)
+        step = jnp.where(shape & (it < self.s.n_iter // 3), 0.0, sol[:n_theta])
+        trial = jnp.clip(state.theta + step, p.lower, p.upper)
         # Accept on the profiled chi^2 (linear coefficients re-solved at the trial theta):
         # keeping the joint solve's coefficients instead stalls with many templates.
-        coef_t, chi2_t, conv_t, mpoly_t, gram_t, rhs_t = profiled(trial, wgt, sol[n_theta:] > 0)
-        better = jnp.isfinite(chi2_t) & (chi2_t < chi2)
-        pick = lambda new, old: jnp.where(better, new, old)
-        new_state = (
-            pick(trial, theta),
-            pick(coef_t, coef),
-            pick(chi2_t, chi2),
-            pick(conv_t, conv),
-            pick(mpoly_t, mpoly),
-            pick(gram_t, gram_ll),
-            pick(rhs_t, rhs_l),
-            jnp.clip(jnp.where(better, lam * 0.1, lam * 10.0), 1e-7, 1e7),
-        )
-        return new_state, None
+        coef_t, chi2_t, conv_t, mpoly_t, gram_t, rhs_t = self.profiled(trial, w, sol[n_theta:] > 0)
+        better = jnp.isfinite(chi2_t) & (chi2_t < state.chi2)
+        lam = jnp.clip(jnp.where(better, state.lam * 0.1, state.lam * 10.0), 1e-7, 1e7)
+        new = _State(trial, coef_t, chi2_t, conv_t, mpoly_t, gram_t, rhs_t, lam)
+        kept = jax.tree.map(lambda a, b: jnp.where(better, a, b), new, state)
+        return kept._replace(lam=lam), (kept.chi2, kept.theta)
 
-    def run(theta_init, wgt, iters):
-        coef, chi2, conv, mpoly, gram, rhs = profiled(theta_init, wgt)
-        state = (theta_init, coef, chi2, conv, mpoly, gram, rhs, jnp.asarray(1e-4))
-        state, _ = lax.scan(lambda s, it: lm_step(s, it, wgt), state, jnp.arange(iters) + n_iter - iters)
-        return state[:5]
+    def iterate(self, theta_init, w, n_steps):
+        """``n_steps`` damped Gauss-Newton steps from ``theta_init`` (the last ones of the
+        schedule); returns the final state and the chi^2 and theta after every step."""
+        coef, chi2, conv, mpoly, gram, rhs = self.profiled(theta_init, w)
+        state = _State(theta_init, coef, chi2, conv, mpoly, gram, rhs, jnp.asarray(1e-4))
+        first = self.s.n_iter - n_steps
+        state, (chi2_hist, theta_hist) = lax.scan(
+            lambda st, it: self.lm_step(st, it, w), state, jnp.arange(n_steps) + first)
+        chi2_hist = jnp.concatenate([chi2[None], chi2_hist])
+        theta_hist = jnp.concatenate([theta_init[None], theta_hist])
+        return state, chi2_hist, theta_hist
 
-    state = run(theta0, w, n_iter)
-    if clip_sigma is not None:
-        theta, coef, chi2, conv, mpoly = state
-        model = coef @ jnp.concatenate([conv * mpoly[None, :], problem.add_basis], axis=0)
-        resid = (galaxy - model) * jnp.sqrt(w)
+    def clip_outliers(self, state, w, nsigma):
+        """Weights with pixels deviating by more than ``nsigma`` rms of the normalised
+        residuals set to 0 (Cappellari 2023, sec. 3.7, one round)."""
+        model = state.coef @ self.linear_columns(state.conv, state.mpoly)
+        resid = (self.galaxy - model) * jnp.sqrt(w)
         rms = jnp.sqrt(jnp.sum(resid**2) / jnp.maximum(jnp.sum(w > 0), 1))
-        w = jnp.where(jnp.abs(resid) > clip_sigma * rms, 0.0, w)
-        state = run(theta, w, max(n_iter // 2, 4))
+        return jnp.where(jnp.abs(resid) > nsigma * rms, 0.0, w)
 
-    theta, coef, chi2, conv, mpoly = state
-    lin_cols = jnp.concatenate([conv * mpoly[None, :], problem.add_basis], axis=0)
-    model = coef @ lin_cols
+    def covariance(self, state, w):
+        """Laplace covariance over all free parameters, zero-weight templates held at their
+        bound; returns the kinematic block and the number of free parameters."""
+        cols = jnp.concatenate([self.theta_columns(state.theta, state.coef, state.conv, state.mpoly),
+                                self.linear_columns(state.conv, state.mpoly)], axis=0)
+        fixed = jnp.concatenate([jnp.zeros(self.n_theta, bool),
+                                 (jnp.arange(self.n_lin) < self.n_tpl) & (state.coef <= 0.0)])
+        cov = laplace_covariance(cols, w, ~fixed)[: self.n_kin, : self.n_kin]
+        return cov, self.n_theta + jnp.sum(~fixed[self.n_theta :])
 
-    # Laplace covariance over all free parameters; zero-weight templates stay at their bound.
-    cols = design(theta, coef, conv, mpoly)
-    fixed = jnp.concatenate([jnp.zeros(n_theta, bool), (jnp.arange(n_lin) < n_tpl) & (coef <= 0.0)])
-    keep = ~fixed
-    cov = _laplace_covariance(cols, w, keep)[:n_kin, :n_kin]
+    def converged(self, chi2_hist, theta_hist, cov):
+        """The convergence criterion of the module docstring, over the last two steps."""
+        back = min(2, chi2_hist.shape[0] - 1)
+        chi2_prev, chi2_end = chi2_hist[-1 - back], chi2_hist[-1]
+        dchi2 = (chi2_prev - chi2_end) <= self.s.chi2_rtol * jnp.abs(chi2_end)
+        dtheta = jnp.abs(theta_hist[-1, : self.n_kin] - theta_hist[-1 - back, : self.n_kin])
+        err = jnp.sqrt(jnp.clip(jnp.diagonal(cov), 0.0, None))
+        return dchi2 & jnp.all(dtheta <= self.s.param_rtol * err)
 
+
+def _fit_one(galaxy, w, v_start, problem, static):
+    """Fit one spectrum; every size static.  Returns a dict of per-spectrum results
+    (pixel units for V and sigma)."""
+    spec = _Spectrum(problem, static, galaxy)
+    if static.use_xcorr:
+        v0 = start_velocity(problem, galaxy, w, static.offset, static.n_pix, static.n_fft, problem.upper[0])
+    else:
+        v0 = v_start
+    theta0 = jnp.clip(problem.theta_start.at[0].set(v0), problem.lower, problem.upper)
+
+    w_in = w
+    state, chi2_hist, theta_hist = spec.iterate(theta0, w, static.n_iter)
+    if static.clip is not None:
+        w = spec.clip_outliers(state, w, static.clip)
+        state, chi2_hist, theta_hist = spec.iterate(state.theta, w, max(static.n_iter // 2, 4))
+
+    cov, n_free = spec.covariance(state, w)
+    model = state.coef @ spec.linear_columns(state.conv, state.mpoly)
     n_good = jnp.sum(w > 0)
-    n_free = n_theta + jnp.sum(keep[n_theta:])
-    return dict(theta=theta, cov=cov, chi2=chi2 / jnp.maximum(n_good - n_free, 1), coef=coef,
-                model=model, w=w, n_good=n_good)
+    n_usable = jnp.sum(w_in > 0)
+    return dict(theta=state.theta, cov=cov, chi2=state.chi2 / jnp.maximum(n_good - n_free, 1), coef=state.coef,
+                model=model, w=w, n_good=n_good, converged=spec.converged(chi2_hist, theta_hist, cov),
+                clipped=(n_usable - n_good) / jnp.maximum(n_usable, 1))
 
 
-_COMPILED = {}
+@functools.partial(jax.jit, static_argnames=("static",))
+def _fit_chunk(galaxy, w, v_start, problem, static):
+    """:func:`_fit_one` over a chunk of spectra (leading axis), compiled once per
+    ``static`` settings and chunk shape (JAX's own cache)."""
+    one = functools.partial(_fit_one, static=static)
+    return jax.vmap(one, in_axes=(0, 0, 0, None))(galaxy, w, v_start, problem)
 
 
-def _compiled_chunk_fn(config, family, n_kin, offset, n_pix, n_fft, use_xcorr, vmax_pix):
-    key = (config._replace(n_threads=None), n_kin, offset, n_pix, n_fft, use_xcorr, vmax_pix)
-    if key not in _COMPILED:
-        one = functools.partial(
-            _fit_one, ft_fn=family.ft, n_kin=n_kin, offset=offset, n_pix=n_pix, n_fft=n_fft,
-            n_iter=config.n_iter, clip_sigma=config.clip_sigma,
-            sigma_start=config.sigma_start, use_xcorr=use_xcorr, vmax_pix=vmax_pix,
-        )
-        _COMPILED[key] = jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None)))
-    return _COMPILED[key]
-
-
-def _good_fft_length(n):
-    """Smallest 2^a 3^b 5^c >= n (fast FFT sizes)."""
-    best = 1 << int(np.ceil(np.log2(n)))
-    p5 = 1
-    while p5 < 2 * n:
-        p3 = p5
-        while p3 < 2 * n:
-            p2 = p3
-            while p2 < n:
-                p2 *= 2
-            best = min(best, p2)
-            p3 *= 3
-        p5 *= 5
-    return best
-
-
-def _build_problem(templates, offset, n_pix, velscale, config, family):
-    """Arrays shared by all spectra of a fit: template transforms, bases, bounds, start."""
+def _as_input(data):
+    """Float64 arrays of ``data`` (a :class:`FitInput` or a PreparedData), checked."""
+    spectra = np.asarray(data.spectra, dtype=np.float64)
+    ivar = np.asarray(data.ivar, dtype=np.float64)
+    templates = np.asarray(data.templates, dtype=np.float64)
+    if spectra.ndim == 1:
+        spectra, ivar = spectra[None], ivar[None]
+    if spectra.shape != ivar.shape:
+        raise InputError(f"spectra {spectra.shape} and ivar {ivar.shape} differ in shape")
+    n_pix = spectra.shape[1]
     n_tpl_pix = templates.shape[1]
-    # Zero-pad so that a circular convolution does not wrap the largest LOSVD into the
-    # galaxy range (shift + 5 sigma on each side).
-    pad = int(np.ceil((config.v_range + 5 * config.sigma_max) / velscale))
-    n_fft = _good_fft_length(n_tpl_pix + pad)
-    tpl_ft = jnp.fft.rfft(jnp.asarray(templates), n_fft, axis=-1)
-    omega = 2.0 * np.pi * np.arange(n_fft // 2 + 1) / n_fft
-
-    mean_tpl = templates.mean(axis=0)
-    seg = mean_tpl[offset : offset + n_pix]
-    basis5 = legendre_basis(n_pix, 4)
-    cont = np.linalg.lstsq(basis5.T, seg, rcond=None)[0] @ basis5
-    # High-passed mean template at the start dispersion, for the cross-correlation.
-    xt = np.zeros(n_fft)
-    xt[:n_tpl_pix] = mean_tpl
-    xt[offset : offset + n_pix] -= cont
-    xt[:offset] -= cont[0]
-    xt[offset + n_pix : n_tpl_pix] -= cont[-1]
-    s0 = config.sigma_start / velscale
-    xt = np.fft.irfft(np.fft.rfft(xt) * np.exp(-0.5 * (omega * s0) ** 2), n_fft)
-
-    vmax_pix = config.v_range / velscale
-    lo_shape, hi_shape = _shape_bounds(family, config)
-    n_mult = max(config.mdegree, 0)
-    lower = np.concatenate([[-vmax_pix, 0.1], lo_shape, -np.ones(n_mult)])
-    upper = np.concatenate([[vmax_pix, config.sigma_max / velscale], hi_shape, np.ones(n_mult)])
-    problem = _Problem(
-        template_ft=tpl_ft,
-        omega=jnp.asarray(omega),
-        add_basis=jnp.asarray(legendre_basis(n_pix, config.degree) if config.degree >= 0 else np.zeros((0, n_pix))),
-        mult_basis=jnp.asarray(legendre_basis(n_pix, n_mult, start=1) if n_mult else np.zeros((0, n_pix))),
-        lower=jnp.asarray(lower),
-        upper=jnp.asarray(upper),
-        xcorr_template=jnp.asarray(xt),
-        xcorr_basis=jnp.asarray(basis5),
-        theta_start=jnp.asarray(np.concatenate([[0.0, 0.0], family.shape_start, np.zeros(n_mult)])),
-    )
-
-    return problem, n_fft, float(vmax_pix)
+    offset = int(data.template_offset)
+    if offset < 0 or offset + n_pix > n_tpl_pix:
+        raise InputError(f"templates ({n_tpl_pix} pixels, offset {offset}) do not cover the {n_pix} galaxy pixels")
+    velscale = float(data.velscale)
+    if not (np.isfinite(velscale) and velscale > 0):
+        raise InputError(f"velscale must be positive, got {data.velscale}")
+    return FitInput(spectra, ivar, templates, offset, velscale)
 
 
-def fit_spectra(spectra, ivar, templates, template_offset, velscale, config=FitConfig(),
-                v_start=None, progress=None):
+def fit_spectra(data, config=FitConfig(), *, v_start=None, progress=None):
     """Fit the LOSVD of many log-rebinned spectra, chunk by chunk.
 
     Parameters
     ----------
-    spectra : array (n_spec, n_pix)
-        Rest-frame spectra on a uniform ln-lambda grid (typically normalised to median 1).
-    ivar : array (n_spec, n_pix)
-        Inverse variances; 0 masks a pixel.
-    templates : array (n_tpl, n_tpl_pix)
-        Templates on the same ln-lambda step; galaxy pixel ``j`` sits at template pixel
-        ``j + template_offset``.
-    template_offset : int
-        See above; must leave room for the largest velocity shift on both sides.
-    velscale : float
-        km/s per pixel.
+    data : cube3d.prepare.PreparedData or FitInput
+        Spectra, inverse variances, templates, template offset and velscale (km/s
+        per pixel).
     config : FitConfig
     v_start : array (n_spec,) or float, optional
         Starting velocities in km/s; default: cross-correlation per spectrum.
@@ -496,32 +470,29 @@ def fit_spectra(spectra, ivar, templates, template_offset, velscale, config=FitC
     Returns
     -------
     FitResult
+
+    Examples
+    --------
+    >>> import jax; jax.config.update("jax_enable_x64", True)
+    >>> from cube3d import datasets, read_cube, load_templates, prepare_cube
+    >>> cube = read_cube(datasets.demo_cube_path())
+    >>> prepared = prepare_cube(cube, load_templates(datasets.demo_templates_dir()), 0.0857, target_sn=15)
+    >>> result = fit_spectra(prepared, FitConfig(moments=2))
+    >>> result.params.shape == (prepared.n_spec, 2)
+    True
     """
-    spectra = np.asarray(spectra, dtype=np.float64)
-    ivar = np.asarray(ivar, dtype=np.float64)
-    templates = np.asarray(templates, dtype=np.float64)
-    if spectra.ndim == 1:
-        spectra, ivar = spectra[None], ivar[None]
-    if spectra.shape != ivar.shape:
-        raise InputError(f"spectra {spectra.shape} and ivar {ivar.shape} differ in shape")
-    n_spec, n_pix = spectra.shape
-    n_tpl, n_tpl_pix = templates.shape
-    offset = int(template_offset)
-    if offset < 0 or offset + n_pix > n_tpl_pix:
-        raise InputError(f"templates ({n_tpl_pix} pixels, offset {offset}) do not cover the {n_pix} galaxy pixels")
-    if not (np.isfinite(velscale) and velscale > 0):
-        raise InputError(f"velscale must be positive, got {velscale}")
+    data = _as_input(data)
     family = validate_config(config)
-    n_kin = len(family.param_names)
-    problem, n_fft, vmax_pix = _build_problem(templates, offset, n_pix, velscale, config, family)
-
+    n_spec, n_pix = data.spectra.shape
+    problem, n_fft, _ = _problem_for(data, config, family)
     use_xcorr = v_start is None
-    v0 = np.zeros(n_spec) if v_start is None else np.broadcast_to(np.asarray(v_start, float) / velscale, (n_spec,))
-    cfg = config._replace(sigma_start=config.sigma_start / velscale)
-    fn = _compiled_chunk_fn(cfg, family, n_kin, offset, n_pix, n_fft, use_xcorr, vmax_pix)
-
-    out = _run_chunks(lambda g, w, vs: fn(g, w, vs, problem), (spectra, ivar, v0), config, progress)
-    return _to_result(out, family, n_kin, n_tpl, config, velscale)
+    v0 = np.zeros(n_spec) if v_start is None else np.broadcast_to(np.asarray(v_start, float) / data.velscale, (n_spec,))
+    static = _Static(family=family, offset=data.template_offset, n_pix=n_pix, n_fft=n_fft, n_iter=config.n_iter,
+                     clip=config.clip, use_xcorr=use_xcorr, chi2_rtol=float(config.chi2_rtol),
+                     param_rtol=float(config.param_rtol))
+    out = _run_chunks(lambda g, w, vs: _fit_chunk(g, w, vs, problem, static), (data.spectra, data.ivar, v0),
+                      config, progress)
+    return _to_result(out, family, problem.template_ft.shape[0], config, data.velscale)
 
 
 def _run_chunks(fn, arrays, config, progress=None):
@@ -564,7 +535,7 @@ def _run_chunks(fn, arrays, config, progress=None):
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
-def _local_quadratic_one(galaxy, w, kin, problem, *, ft_fn, n_kin, offset, n_pix, n_fft):
+def _local_quadratic_one(galaxy, w, kin, problem, static):
     """Profiled chi^2 of one spectrum at fixed kinematics, with its gradient and
     Gauss-Newton Hessian with respect to the kinematics (linear weights profiled out).
 
@@ -573,24 +544,26 @@ def _local_quadratic_one(galaxy, w, kin, problem, *, ft_fn, n_kin, offset, n_pix
     complement of the linear block in the joint Gauss-Newton matrix, i.e. the inverse
     of the kinematic block of the Laplace covariance (zero-weight templates held fixed).
     """
-    n_tpl = problem.template_ft.shape[0]
+    spec = _Spectrum(problem, static, galaxy)
+    n_kin = spec.n_kin
     kin = jnp.clip(kin, problem.lower[:n_kin], problem.upper[:n_kin])
-    conv = _convolve(problem, ft_fn, kin, offset, n_pix, n_fft)
-    coef, model, chi2, _, _ = _linear_solve(conv, jnp.ones(n_pix), problem, galaxy, w)
-    combined_ft = coef[:n_tpl] @ problem.template_ft
-    dlhat = _materialize(jax.jacfwd(lambda k: ft_fn(problem.omega, k))(kin))  # (n_freq, n_kin)
-    dfull = jnp.fft.irfft(combined_ft[None, :] * dlhat.T, n_fft, axis=-1)
-    jac = lax.dynamic_slice_in_dim(dfull, offset, n_pix, axis=-1)  # (n_kin, n_pix)
+    coef, chi2, conv, mpoly, _, _ = spec.profiled(kin, w)
+    model = coef @ spec.linear_columns(conv, mpoly)
+    state = _State(kin, coef, chi2, conv, mpoly, None, None, None)
+    jac = spec.theta_columns(kin, coef, conv, mpoly)
     grad = -(jac * w[None, :]) @ (galaxy - model)
-    lin = jnp.concatenate([conv, problem.add_basis], axis=0)
-    cols = jnp.concatenate([jac, lin], axis=0)
-    n_lin = lin.shape[0]
-    fixed = jnp.concatenate([jnp.zeros(n_kin, bool), (jnp.arange(n_lin) < n_tpl) & (coef <= 0.0)])
-    cov = _laplace_covariance(cols, w, ~fixed)[:n_kin, :n_kin]
+    cov, _ = spec.covariance(state, w)
     return dict(chi2=chi2, grad=grad, hess=spd_inverse(cov), cov=cov, model=model)
 
 
-def local_quadratic(spectra, ivar, templates, template_offset, velscale, kinematics, config=FitConfig()):
+@functools.partial(jax.jit, static_argnames=("static",))
+def _local_quadratic_chunk(galaxy, w, kin, problem, static):
+    """:func:`_local_quadratic_one` over a chunk of spectra, compiled once per settings."""
+    one = functools.partial(_local_quadratic_one, static=static)
+    return jax.vmap(one, in_axes=(0, 0, 0, None))(galaxy, w, kin, problem)
+
+
+def local_quadratic(data, kinematics, config=FitConfig()):
     """Profiled chi^2, gradient and Gauss-Newton Hessian of many spectra at given kinematics.
 
     The quadratic model of each spectrum's likelihood around ``kinematics`` that the
@@ -599,11 +572,10 @@ def local_quadratic(spectra, ivar, templates, template_offset, velscale, kinemat
 
     Parameters
     ----------
-    spectra, ivar : array (n_spec, n_pix)
-    templates, template_offset, velscale
+    data : cube3d.prepare.PreparedData or FitInput
         As for :func:`fit_spectra`.
     kinematics : array (n_spec, n_kin)
-        V, sigma (km/s) and the shape parameters of ``config.family``; clipped to the
+        V, sigma (km/s) and the shape parameters of ``config.losvd``; clipped to the
         fit bounds.
     config : FitConfig
         ``mdegree`` must be 0 (multiplicative polynomials are not profiled here).
@@ -615,28 +587,22 @@ def local_quadratic(spectra, ivar, templates, template_offset, velscale, kinemat
         ``hess`` (n_spec, n_kin, n_kin) of the Gauss-Newton Hessian of chi^2/2 and
         ``cov`` its inverse, in the units of ``kinematics``; ``model`` (n_spec, n_pix).
     """
-    spectra = np.asarray(spectra, dtype=np.float64)
-    ivar = np.asarray(ivar, dtype=np.float64)
-    templates = np.asarray(templates, dtype=np.float64)
+    data = _as_input(data)
     family = validate_config(config)
     if config.mdegree > 0:
         raise InputError(f"mdegree={config.mdegree}: the joint spatial fit profiles additive polynomials only; use mdegree=0")
-    n_kin = len(family.param_names)
+    n_kin = family.n_params
     kinematics = np.asarray(kinematics, dtype=np.float64)
-    if kinematics.shape != (spectra.shape[0], n_kin):
-        raise InputError(f"kinematics: expected shape {(spectra.shape[0], n_kin)}, got {kinematics.shape}")
-    n_pix = spectra.shape[1]
-    offset = int(template_offset)
-    problem, n_fft, _ = _build_problem(templates, offset, n_pix, velscale, config, family)
+    n_spec, n_pix = data.spectra.shape
+    if kinematics.shape != (n_spec, n_kin):
+        raise InputError(f"kinematics: expected shape {(n_spec, n_kin)}, got {kinematics.shape}")
+    problem, n_fft, _ = _problem_for(data, config, family)
+    static = _Static(family=family, offset=data.template_offset, n_pix=n_pix, n_fft=n_fft, n_iter=1,
+                     clip=None, use_xcorr=False, chi2_rtol=1.0, param_rtol=1.0)
     units = np.ones(n_kin)
-    units[:2] = velscale
-    key = ("quadratic", config._replace(n_threads=None, sigma_start=0.0), n_kin, offset, n_pix, n_fft)
-    if key not in _COMPILED:
-        one = functools.partial(_local_quadratic_one, ft_fn=family.ft, n_kin=n_kin, offset=offset,
-                                n_pix=n_pix, n_fft=n_fft)
-        _COMPILED[key] = jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None)))
-    fn = _COMPILED[key]
-    out = _run_chunks(lambda g, w, k: fn(g, w, k, problem), (spectra, ivar, kinematics / units), config)
+    units[:2] = data.velscale
+    out = _run_chunks(lambda g, w, k: _local_quadratic_chunk(g, w, k, problem, static),
+                      (data.spectra, data.ivar, kinematics / units), config)
     return dict(
         chi2=out["chi2"],
         grad=out["grad"] / units,
@@ -646,8 +612,9 @@ def local_quadratic(spectra, ivar, templates, template_offset, velscale, kinemat
     )
 
 
-def _to_result(out, family, n_kin, n_tpl, config, velscale):
+def _to_result(out, family, n_tpl, config, velscale):
     """Convert pixel units to km/s, flag unusable spectra with NaN."""
+    n_kin = family.n_params
     n_add = config.degree + 1 if config.degree >= 0 else 0
     n_theta_min = n_kin + max(config.mdegree, 0) + n_add + 1
     ok = out["n_good"] > max(2 * n_theta_min, 10)
@@ -672,4 +639,6 @@ def _to_result(out, family, n_kin, n_tpl, config, velscale):
         weights_used=out["w"],
         n_good=out["n_good"],
         ok=ok,
+        converged=out["converged"] & ok,
+        clipped_fraction=out["clipped"],
     )

@@ -112,11 +112,11 @@ def run_ppxf(spectra, ivar, templates, offset, velscale, moments):
 def run_cube3d(spectra, ivar, templates, offset, velscale, moments, chunk_size):
     from cube3d.fit import FitConfig, fit_spectra
 
-    cfg = FitConfig(n_moments=moments, degree=4, mdegree=0, chunk_size=chunk_size)
+    cfg = FitConfig(moments=moments, degree=4, mdegree=0, chunk_size=chunk_size)
     t0 = time.perf_counter()
-    res = fit_spectra(spectra, ivar, templates, offset, velscale, cfg)
+    res = fit_spectra(FitInput(spectra, ivar, templates, offset, velscale), cfg)
     t1, c1 = time.perf_counter(), time.process_time()
-    res = fit_spectra(spectra, ivar, templates, offset, velscale, cfg)  # compiled: steady state
+    res = fit_spectra(FitInput(spectra, ivar, templates, offset, velscale), cfg)  # compiled: steady state
     t2, c2 = time.perf_counter(), time.process_time()
     return res, t1 - t0, t2 - t1, c2 - c1
 

@@ -106,7 +106,7 @@ def test_vsyst_convention(sauron):
 def test_sauron_ngc4550_agrees_with_ppxf(sauron, moments):
     prep, spec, ivar = sauron
     tpl, off, vs = prep.templates, prep.template_offset, prep.velscale
-    ours = fit_spectra(spec[None], ivar[None], tpl, off, vs, FitConfig(n_moments=moments, degree=4, chunk_size=1))
+    ours = fit_spectra(FitInput(spec[None], ivar[None], tpl, off, vs), FitConfig(moments=moments, degree=4, chunk_size=1))
     ref = _ppxf(spec, ivar, tpl, off, vs, moments, [0.0, 150.0])
     assert ours.ok[0]
     # the same minimum: chi^2 equal to 1e-4 relative (cube3d may be lower, never higher)
@@ -139,7 +139,7 @@ def test_muse_voronoi_bins_agree_with_ppxf(muse_bins, moments):
     prep, pick = muse_bins
     tpl, off, vs = prep.templates, prep.template_offset, prep.velscale
     spec, ivar = prep.spectra[pick], prep.ivar[pick]
-    ours = fit_spectra(spec, ivar, tpl, off, vs, FitConfig(n_moments=moments, degree=4, chunk_size=len(pick)))
+    ours = fit_spectra(FitInput(spec, ivar, tpl, off, vs), FitConfig(moments=moments, degree=4, chunk_size=len(pick)))
     assert np.all(ours.ok)
     for i in range(len(pick)):
         ref = _ppxf(spec[i], ivar[i], tpl, off, vs, moments, [0.0, 200.0])

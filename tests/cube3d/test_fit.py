@@ -18,7 +18,8 @@ from scipy.signal import fftconvolve
 
 from cube3d import fit as fitmod
 from cube3d.errors import InputError
-from cube3d.fit import FitConfig, fit_spectra
+from cube3d.fit import FitConfig, FitInput, fit_spectra
+from cube3d.spectral_model import SpectralProblem, convolved_templates
 from cube3d.losvd import LOSVDFamily, gauss_hermite_pdf, sanders_evans_pdf
 
 C_KMS = 299792.458
@@ -76,7 +77,7 @@ def templates(repo_data):
 def mock_fit(templates):
     fine, coarse = templates
     truth, obs, ivar = _mock(fine, 1200, sn=40, seed=1)
-    result = fit_spectra(obs, ivar, coarse, OFFSET, VELSCALE, FitConfig(n_moments=4, degree=4))
+    result = fit_spectra(FitInput(obs, ivar, coarse, OFFSET, VELSCALE), FitConfig(moments=4, degree=4))
     return truth, obs, ivar, result
 
 
@@ -99,15 +100,25 @@ def test_bestfit_reproduces_noiseless_shape(mock_fit):
     assert np.allclose(np.sqrt(np.mean(resid**2, axis=1)), 1.0, atol=0.1)
 
 
-def test_batched_equals_single_and_no_recompilation(templates, mock_fit):
+def test_batched_equals_single_and_no_recompilation(templates, mock_fit, monkeypatch):
     _, coarse = templates
     truth, obs, ivar, result = mock_fit
-    cfg = FitConfig(n_moments=4, degree=4, chunk_size=8)
-    fitmod._COMPILED.clear()
-    many = fit_spectra(obs[:20], ivar[:20], coarse, OFFSET, VELSCALE, cfg)  # 3 chunks, last padded
-    (fn,) = fitmod._COMPILED.values()
-    assert fn._cache_size() == 1  # one trace for all chunks
-    one = fit_spectra(obs[13], ivar[13], coarse, OFFSET, VELSCALE, cfg)  # a chunk of 1: its own shape
+    cfg = FitConfig(moments=4, degree=4, chunk_size=8)
+    traces = []
+    real_fit_one = fitmod._fit_one
+
+    def counting_fit_one(*args, **kwargs):  # runs once per trace, not per call
+        traces.append(1)
+        return real_fit_one(*args, **kwargs)
+
+    monkeypatch.setattr(fitmod, "_fit_one", counting_fit_one)
+    fitmod._fit_chunk.clear_cache()
+    many = fit_spectra(FitInput(obs[:20], ivar[:20], coarse, OFFSET, VELSCALE), cfg)  # 3 chunks, last padded
+    assert len(traces) == 1  # one trace for all chunks
+    fit_spectra(FitInput(obs[:20], ivar[:20], coarse, OFFSET, VELSCALE), cfg)  # same settings: compiled already
+    assert len(traces) == 1
+    one = fit_spectra(FitInput(obs[13], ivar[13], coarse, OFFSET, VELSCALE), cfg)  # a chunk of 1: its own shape
+    assert len(traces) == 2
     np.testing.assert_allclose(one.params[0], many.params[13], rtol=1e-7, atol=1e-8)
     np.testing.assert_allclose(one.errors[0], many.errors[13], rtol=1e-7)
     # chunk size does not change the answer
@@ -118,13 +129,11 @@ def test_jit_equals_eager(templates, mock_fit):
     # Eager execution dispatches every loop step from Python, so use a tiny problem.
     _, coarse = templates
     _, obs, ivar, _ = mock_fit
-    cfg = FitConfig(n_moments=2, degree=1, n_iter=1, chunk_size=1, n_threads=1, v_range=300.0, sigma_max=400.0)
-    args = (obs[:1, :120], ivar[:1, :120], coarse[:2, : 120 + 2 * OFFSET], OFFSET, VELSCALE, cfg)
-    jitted = fit_spectra(*args)
-    fitmod._COMPILED.clear()
+    cfg = FitConfig(moments=2, degree=1, n_iter=1, chunk_size=1, n_threads=1, v_range=300.0, sigma_max=400.0)
+    data = FitInput(obs[:1, :120], ivar[:1, :120], coarse[:2, : 120 + 2 * OFFSET], OFFSET, VELSCALE)
+    jitted = fit_spectra(data, cfg)
     with jax.disable_jit():
-        eager = fit_spectra(*args)
-    fitmod._COMPILED.clear()
+        eager = fit_spectra(data, cfg)
     np.testing.assert_allclose(eager.params, jitted.params, rtol=1e-8)
     np.testing.assert_allclose(eager.errors, jitted.errors, rtol=1e-6)
 
@@ -142,8 +151,8 @@ def test_sanders_evans_family_recovers_v_sigma(templates):
     gal = conv.reshape(n, -1, OVERSAMPLE).mean(-1)[:, OFFSET : OFFSET + n_pix]
     noise = gal.mean(axis=1, keepdims=True) / sn
     obs = gal + rng.normal(size=gal.shape) * noise
-    res = fit_spectra(obs, np.ones_like(obs) / noise**2, coarse, OFFSET, VELSCALE,
-                      FitConfig(family="sanders_evans"))
+    res = fit_spectra(FitInput(obs, np.ones_like(obs) / noise**2, coarse, OFFSET, VELSCALE),
+                      FitConfig(losvd="sanders_evans"))
     assert res.param_names == ("V", "SIGMA", "A", "ASYM")
     pull = (res.params[:, :2] - truth) / res.errors[:, :2]
     assert np.all(np.abs(pull.mean(axis=0)) < 0.25), pull.mean(axis=0)
@@ -157,14 +166,14 @@ def test_model_gradient_matches_finite_differences(templates):
     tpl = jnp.asarray(coarse[:3])
     n_fft = 2 * coarse.shape[1]
     omega = 2 * np.pi * jnp.arange(n_fft // 2 + 1) / n_fft
-    problem = fitmod._Problem(
+    problem = SpectralProblem(
         template_ft=jnp.fft.rfft(tpl, n_fft), omega=omega, add_basis=None, mult_basis=None,
         lower=None, upper=None, xcorr_template=None, xcorr_basis=None, theta_start=None,
     )
     family = LOSVDFamily.gauss_hermite(4)
 
     def model(kin):
-        conv = fitmod._convolve(problem, family.ft, kin, OFFSET, 300, n_fft)
+        conv = convolved_templates(problem, family.ft, kin, OFFSET, 300, n_fft)
         return jnp.sum(conv * jnp.sin(jnp.arange(300) / 7.0))
 
     check_grads(model, (jnp.array([3.3, 2.7, 0.05, -0.04]),), order=2, modes=("fwd", "rev"), eps=1e-4)
@@ -175,7 +184,7 @@ def test_unusable_spectrum_gives_nan_not_crash(templates, mock_fit):
     _, obs, ivar, _ = mock_fit
     w = ivar[:3].copy()
     w[1] = 0.0
-    res = fit_spectra(obs[:3], w, coarse, OFFSET, VELSCALE, FitConfig(n_moments=2, chunk_size=4))
+    res = fit_spectra(FitInput(obs[:3], w, coarse, OFFSET, VELSCALE), FitConfig(moments=2, chunk_size=4))
     assert res.ok.tolist() == [True, False, True]
     assert np.isnan(res.params[1]).all() and np.isfinite(res.params[[0, 2]]).all()
 
@@ -185,8 +194,8 @@ def test_outlier_clipping_masks_spikes(templates, mock_fit):
     truth, obs, ivar, _ = mock_fit
     spiky = obs[:4].copy()
     spiky[:, 100:103] += 50 / np.sqrt(ivar[:4, :1])  # 50-sigma cosmic rays
-    cfg = FitConfig(n_moments=2, clip_sigma=4.0, chunk_size=4)
-    res = fit_spectra(spiky, ivar[:4], coarse, OFFSET, VELSCALE, cfg)
+    cfg = FitConfig(moments=2, clip=4.0, chunk_size=4)
+    res = fit_spectra(FitInput(spiky, ivar[:4], coarse, OFFSET, VELSCALE), cfg)
     assert np.all(res.weights_used[:, 100:103] == 0)
     assert np.mean(res.weights_used[:, :100] == 0) < 0.01
     assert np.all(np.abs(res.params[:, 0] - truth[:4, 0]) < 5 * res.errors[:, 0] + 10)
@@ -195,7 +204,7 @@ def test_outlier_clipping_masks_spikes(templates, mock_fit):
 def test_start_from_given_velocity(templates, mock_fit):
     _, coarse = templates
     truth, obs, ivar, _ = mock_fit
-    res = fit_spectra(obs[:4], ivar[:4], coarse, OFFSET, VELSCALE, FitConfig(n_moments=2, chunk_size=4),
+    res = fit_spectra(FitInput(obs[:4], ivar[:4], coarse, OFFSET, VELSCALE), FitConfig(moments=2, chunk_size=4),
                       v_start=truth[:4, 0] + 30.0)
     assert np.all(np.abs(res.params[:, 0] - truth[:4, 0]) < 5 * res.errors[:, 0] + 10)
 
@@ -203,11 +212,11 @@ def test_start_from_given_velocity(templates, mock_fit):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(config=FitConfig(n_moments=7)), "--moments"),
-        (dict(config=FitConfig(family="bogus")), "--losvd"),
+        (dict(config=FitConfig(moments=7)), "--moments"),
+        (dict(config=FitConfig(losvd="bogus")), "--losvd"),
         (dict(config=FitConfig(degree=-5)), "--degree"),
         (dict(config=FitConfig(chunk_size=0)), "--chunk-size"),
-        (dict(config=FitConfig(clip_sigma=-1.0)), "--clip"),
+        (dict(config=FitConfig(clip=-1.0)), "--clip"),
         (dict(template_offset=10_000), "templates"),
         (dict(velscale=-1.0), "velscale"),
     ],
@@ -218,11 +227,11 @@ def test_bad_input_is_named(templates, mock_fit, kwargs, match):
     args = dict(template_offset=OFFSET, velscale=VELSCALE, config=FitConfig())
     args.update(kwargs)
     with pytest.raises(InputError, match=match):
-        fit_spectra(obs[:2], ivar[:2], coarse, args["template_offset"], args["velscale"], args["config"])
+        fit_spectra(FitInput(obs[:2], ivar[:2], coarse, args["template_offset"], args["velscale"]), args["config"])
 
 
 def test_shape_mismatch_is_named(templates, mock_fit):
     _, coarse = templates
     _, obs, ivar, _ = mock_fit
     with pytest.raises(InputError, match="ivar"):
-        fit_spectra(obs[:2], ivar[:3], coarse, OFFSET, VELSCALE)
+        fit_spectra(FitInput(obs[:2], ivar[:3], coarse, OFFSET, VELSCALE))

@@ -1,0 +1,117 @@
+"""The FLAG bitmask of the maps: what each bit means, and the one place that sets them.
+
+FLAG 0 means: the spectrum was fitted, its moments, errors and chi^2 are finite, the
+iteration converged (:attr:`cube3d.fit.FitResult.converged`), no kinematic parameter
+sits on a fit bound, the S/N is above the requested minimum, and outlier clipping kept
+most pixels.  Every other case sets the bit below (several may be set at once).
+
+====  =====  =====================================================================
+bit   value  meaning
+====  =====  =====================================================================
+0     1      not fitted (no usable pixels, outside the S/N cut or the bins; BINID -1)
+1     2      the fit did not converge within its iterations
+2     4      non-finite moments, errors or chi2 returned
+3     8      a kinematic parameter sits at its bound (e.g. sigma at its limit)
+4     16     low S/N: below the requested minimum S/N
+5     32     outlier clipping rejected more than ``CLIP_FLAG_FRACTION`` of the pixels
+====  =====  =====================================================================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "FLAG_NOT_FITTED",
+    "FLAG_NOT_CONVERGED",
+    "FLAG_NONFINITE",
+    "FLAG_AT_BOUND",
+    "FLAG_LOW_SNR",
+    "FLAG_CLIPPED",
+    "FLAG_BITS",
+    "CLIP_FLAG_FRACTION",
+    "at_bound",
+    "spectrum_flags",
+]
+
+FLAG_NOT_FITTED = 1
+FLAG_NOT_CONVERGED = 2
+FLAG_NONFINITE = 4
+FLAG_AT_BOUND = 8
+FLAG_LOW_SNR = 16
+FLAG_CLIPPED = 32
+#: fraction of a spectrum's usable pixels that clipping may reject before FLAG_CLIPPED is set
+CLIP_FLAG_FRACTION = 0.1
+#: value -> meaning of every FLAG bit (also written to the FLAG HDU header).
+FLAG_BITS = {
+    FLAG_NOT_FITTED: "not fitted (no usable pixels or not binned)",
+    FLAG_NOT_CONVERGED: "fit did not converge",
+    FLAG_NONFINITE: "non-finite moments, errors or chi2",
+    FLAG_AT_BOUND: "kinematic parameter at its bound",
+    FLAG_LOW_SNR: "S/N below the requested minimum",
+    FLAG_CLIPPED: "many pixels rejected by clipping",
+}
+
+
+def at_bound(result, config, velscale):
+    """Spectra with a kinematic parameter at its fit bound (|V|, sigma or a shape parameter).
+
+    Parameters
+    ----------
+    result : cube3d.fit.FitResult
+    config : cube3d.fit.FitConfig
+        Gives the bounds (``v_range``, ``sigma_max``, ``h_bound``, ``losvd``).
+    velscale : float
+        km/s per pixel (sigma's lower bound is 0.1 pixel).
+
+    Returns
+    -------
+    numpy.ndarray of bool, (n_spec,)
+        False for spectra whose fit failed (they are flagged as non-finite instead).
+    """
+    k_sig = result.param_names.index("SIGMA")
+    sig = result.params[:, k_sig]
+    flags = (sig <= 0.1 * velscale * (1 + 1e-6)) | (sig >= config.sigma_max * (1 - 1e-6))
+    k_v = result.param_names.index("V")
+    flags |= np.abs(result.params[:, k_v]) >= config.v_range * (1 - 1e-6)
+    if config.losvd == "gauss_hermite":
+        h = result.params[:, 2:]
+        flags |= np.any(np.abs(h) >= config.h_bound * (1 - 1e-6), axis=1)
+    else:
+        from .losvd import sanders_evans_bounds  # JAX: only when needed
+
+        lo, hi = (np.asarray(b, float) for b in sanders_evans_bounds())
+        shape = result.params[:, 2:]
+        span = hi - lo
+        low_edge = lo + 1e-6 * span
+        low_edge[0] = -np.inf  # A = 0 is the Gaussian limit, a natural value, not a bound hit
+        flags |= np.any((shape <= low_edge) | (shape >= hi - 1e-6 * span), axis=1)
+    return flags & result.ok
+
+
+def spectrum_flags(result, config, velscale, snr, min_sn=0.0):
+    """The FLAG bits of every fitted spectrum (the rule of the module docstring).
+
+    Parameters
+    ----------
+    result : cube3d.fit.FitResult
+    config : cube3d.fit.FitConfig
+    velscale : float
+        km/s per pixel.
+    snr : array (n_spec,)
+        Median S/N per pixel of each spectrum.
+    min_sn : float
+        Spectra below this S/N get FLAG_LOW_SNR.
+
+    Returns
+    -------
+    numpy.ndarray of int32, (n_spec,)
+    """
+    ok = np.asarray(result.ok)
+    flags = np.zeros(ok.shape, dtype=np.int32)
+    flags |= np.where(ok, 0, FLAG_NONFINITE).astype(np.int32)
+    flags |= np.where(ok & ~np.asarray(result.converged), FLAG_NOT_CONVERGED, 0).astype(np.int32)
+    flags |= np.where(at_bound(result, config, velscale), FLAG_AT_BOUND, 0).astype(np.int32)
+    flags |= np.where(np.asarray(snr) < min_sn, FLAG_LOW_SNR, 0).astype(np.int32)
+    flags |= np.where(np.asarray(result.clipped_fraction) > CLIP_FLAG_FRACTION, FLAG_CLIPPED, 0).astype(np.int32)
+    return flags

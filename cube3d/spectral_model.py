@@ -1,0 +1,259 @@
+"""The model of one log-rebinned spectrum, and the pieces the fit is built from.
+
+One galaxy spectrum ``g`` (pixel ``j``) is modelled as
+
+    m_j = P_mult(x_j) * sum_k a_k (T_k * L)(j + offset) + sum_l b_l P_l(x_j),
+
+with templates ``T_k`` convolved with the line-of-sight velocity distribution ``L`` in
+Fourier space (Cappellari 2017, MNRAS 466, 798, sec. 3 and eq. 38: the LOSVD transform is
+analytic, so no sampled kernel and no pixel-integration bias at small sigma), non-negative
+template weights ``a_k``, additive Legendre polynomials ``P_l`` (free coefficients ``b_l``)
+and an optional multiplicative Legendre polynomial ``P_mult = 1 + sum_m c_m P_m``.
+
+Everything here works on one spectrum, in pixel units (V and sigma in pixels of
+``velscale`` km/s), and is ``vmap``-safe (no batched LAPACK; :mod:`cube3d.linalg`).
+:mod:`cube3d.fit` iterates on these pieces.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .linalg import bounded_least_squares, cholesky_solve, spd_inverse
+
+__all__ = [
+    "SpectralProblem",
+    "build_problem",
+    "legendre_basis",
+    "good_fft_length",
+    "convolved_templates",
+    "linear_solve",
+    "kinematic_jacobian",
+    "start_velocity",
+    "laplace_covariance",
+]
+
+
+class SpectralProblem(NamedTuple):
+    """Arrays shared by every spectrum of a fit (unbatched under ``vmap``).
+
+    Attributes
+    ----------
+    template_ft : (n_tpl, n_freq) complex
+        Real FFTs of the zero-padded templates.
+    omega : (n_freq,)
+        Angular frequencies, radians per pixel.
+    add_basis : (degree + 1, n_pix)
+        Additive Legendre polynomials (empty for degree -1).
+    mult_basis : (mdegree, n_pix)
+        Multiplicative Legendre polynomials P_1..P_mdegree.
+    lower, upper : (n_theta,)
+        Bounds of the nonlinear parameters (pixels for V and sigma).
+    xcorr_template : (n_fft,)
+        High-passed mean template at the start dispersion, for the cross-correlation.
+    xcorr_basis : (5, n_pix)
+        Legendre P0..P4 for the continuum subtracted before the cross-correlation.
+    theta_start : (n_theta,)
+        Start of the nonlinear parameters: V 0 (replaced per spectrum), the start
+        dispersion in pixels, the shape parameters' start, multiplicative terms 0.
+    """
+
+    template_ft: jax.Array
+    omega: jax.Array
+    add_basis: jax.Array
+    mult_basis: jax.Array
+    lower: jax.Array
+    upper: jax.Array
+    xcorr_template: jax.Array
+    xcorr_basis: jax.Array
+    theta_start: jax.Array
+
+
+def legendre_basis(n_pix, degree, start=0):
+    """Legendre polynomials P_start..P_degree on x in [-1, 1] over ``n_pix`` pixels.
+
+    Returns
+    -------
+    numpy.ndarray, shape (degree + 1 - start, n_pix), float64
+    """
+    x = np.linspace(-1.0, 1.0, n_pix)
+    return np.polynomial.legendre.legvander(x, max(degree, 0)).T[start : degree + 1]
+
+
+def good_fft_length(n):
+    """Smallest ``2^a 3^b 5^c >= n`` (fast FFT sizes)."""
+    best = 1 << int(np.ceil(np.log2(n)))
+    p5 = 1
+    while p5 < 2 * n:
+        p3 = p5
+        while p3 < 2 * n:
+            p2 = p3
+            while p2 < n:
+                p2 *= 2
+            best = min(best, p2)
+            p3 *= 3
+        p5 *= 5
+    return best
+
+
+def build_problem(templates, offset, n_pix, velscale, *, v_range, sigma_max, sigma_start,
+                  shape_bounds, shape_start, degree, mdegree):
+    """Arrays shared by all spectra of a fit: template transforms, bases, bounds, start.
+
+    Parameters
+    ----------
+    templates : numpy.ndarray, (n_tpl, n_tpl_pix)
+        Templates on the galaxy's ln-lambda step.
+    offset : int
+        Galaxy pixel ``j`` is template pixel ``j + offset``.
+    n_pix : int
+        Galaxy pixels.
+    velscale : float
+        km/s per pixel.
+    v_range, sigma_max, sigma_start : float
+        Bound of |V|, upper bound of sigma and the start dispersion, km/s.
+    shape_bounds : (numpy.ndarray, numpy.ndarray)
+        Lower and upper bounds of the LOSVD shape parameters (after V and sigma).
+    shape_start : sequence of float
+        Start of the shape parameters.
+    degree, mdegree : int
+        Additive (-1: none) and multiplicative (0: none) Legendre degrees.
+
+    Returns
+    -------
+    problem : SpectralProblem
+    n_fft : int
+        FFT length: the templates zero-padded so that a circular convolution does not
+        wrap the widest LOSVD (shift + 5 sigma) into the galaxy range.
+    vmax_pix : float
+        The velocity bound in pixels.
+    """
+    n_tpl_pix = templates.shape[1]
+    pad = int(np.ceil((v_range + 5 * sigma_max) / velscale))
+    n_fft = good_fft_length(n_tpl_pix + pad)
+    tpl_ft = jnp.fft.rfft(jnp.asarray(templates), n_fft, axis=-1)
+    omega = 2.0 * np.pi * np.arange(n_fft // 2 + 1) / n_fft
+
+    basis5 = legendre_basis(n_pix, 4)
+    xt = _xcorr_template(templates.mean(axis=0), offset, n_pix, n_fft, basis5, omega, sigma_start / velscale)
+
+    vmax_pix = v_range / velscale
+    lo_shape, hi_shape = shape_bounds
+    n_mult = max(mdegree, 0)
+    lower = np.concatenate([[-vmax_pix, 0.1], lo_shape, -np.ones(n_mult)])
+    upper = np.concatenate([[vmax_pix, sigma_max / velscale], hi_shape, np.ones(n_mult)])
+    problem = SpectralProblem(
+        template_ft=tpl_ft,
+        omega=jnp.asarray(omega),
+        add_basis=jnp.asarray(legendre_basis(n_pix, degree) if degree >= 0 else np.zeros((0, n_pix))),
+        mult_basis=jnp.asarray(legendre_basis(n_pix, n_mult, start=1) if n_mult else np.zeros((0, n_pix))),
+        lower=jnp.asarray(lower),
+        upper=jnp.asarray(upper),
+        xcorr_template=jnp.asarray(xt),
+        xcorr_basis=jnp.asarray(basis5),
+        theta_start=jnp.asarray(np.concatenate([[0.0, sigma_start / velscale], shape_start, np.zeros(n_mult)])),
+    )
+    return problem, n_fft, float(vmax_pix)
+
+
+def _xcorr_template(mean_tpl, offset, n_pix, n_fft, basis5, omega, sigma_pix):
+    """The mean template, continuum-subtracted over the galaxy range and smoothed to the
+    start dispersion, zero-padded to ``n_fft`` (for :func:`start_velocity`)."""
+    seg = mean_tpl[offset : offset + n_pix]
+    cont = np.linalg.lstsq(basis5.T, seg, rcond=None)[0] @ basis5
+    xt = np.zeros(n_fft)
+    xt[: mean_tpl.size] = mean_tpl
+    xt[offset : offset + n_pix] -= cont
+    xt[:offset] -= cont[0]
+    xt[offset + n_pix : mean_tpl.size] -= cont[-1]
+    return np.fft.irfft(np.fft.rfft(xt) * np.exp(-0.5 * (omega * sigma_pix) ** 2), n_fft)
+
+
+def _materialize(x):
+    """Return ``x`` unchanged, computed once.
+
+    XLA fuses the elementwise LOSVD transform into its broadcast product with the
+    (n_tpl, n_freq) template transforms and so recomputes the cosines, exponentials and
+    Hermite polynomials once per template (2.5x slower).  A length-1 FFT is the identity
+    but cannot be fused through, so the transform is evaluated once per spectrum.
+    """
+    return jnp.fft.fft(x[..., None], axis=-1)[..., 0]
+
+
+def convolved_templates(problem, ft_fn, kin, offset, n_pix, n_fft):
+    """Templates convolved with the LOSVD ``kin``, sliced to the galaxy pixels: (n_tpl, n_pix).
+
+    ``ft_fn(omega, kin)`` is the LOSVD's Fourier transform (:class:`cube3d.losvd.LOSVDFamily`).
+    """
+    lhat = _materialize(ft_fn(problem.omega, kin))
+    full = jnp.fft.irfft(problem.template_ft * lhat[None, :], n_fft, axis=-1)
+    return lax.dynamic_slice_in_dim(full, offset, n_pix, axis=-1)
+
+
+def linear_solve(conv, mpoly, problem, galaxy, w, passive_init=None):
+    """Profiled linear problem at fixed theta: non-negative template weights + additive poly.
+
+    Returns ``(coef, model, chi2, gram, rhs)``: the coefficients, the model, its chi^2,
+    and the weighted normal matrix ``L W L^T`` and vector ``L W g`` of the linear columns
+    ``L`` (reused by the next Gauss-Newton step).  Columns are scaled to unit weighted
+    norm for conditioning and the solution is scaled back.
+    """
+    cols = jnp.concatenate([conv * mpoly[None, :], problem.add_basis], axis=0)
+    n_tpl = conv.shape[0]
+    gram = (cols * w[None, :]) @ cols.T
+    rhs = cols @ (w * galaxy)
+    norm = jnp.sqrt(jnp.diagonal(gram)) + 1e-30
+    m = gram / (norm[:, None] * norm[None, :])
+    nonneg = jnp.arange(cols.shape[0]) < n_tpl
+    coef = bounded_least_squares(m, rhs / norm, nonneg, passive_init=passive_init) / norm
+    model = coef @ cols
+    chi2 = jnp.sum(w * (galaxy - model) ** 2)
+    return coef, model, chi2, gram, rhs
+
+
+def kinematic_jacobian(problem, ft_fn, kin, template_weights, offset, n_pix, n_fft):
+    """d model / d kin at fixed template weights, before the multiplicative polynomial:
+    (n_kin, n_pix).  The weighted template sum is transformed once, then multiplied by
+    the derivative of the LOSVD transform (forward-mode over the few parameters)."""
+    combined_ft = template_weights @ problem.template_ft  # (n_freq,)
+    dlhat = _materialize(jax.jacfwd(lambda k: ft_fn(problem.omega, k))(kin))  # (n_freq, n_kin)
+    dfull = jnp.fft.irfft(combined_ft[None, :] * dlhat.T, n_fft, axis=-1)
+    return lax.dynamic_slice_in_dim(dfull, offset, n_pix, axis=-1)
+
+
+def start_velocity(problem, galaxy, w, offset, n_pix, n_fft, vmax_pix):
+    """Cross-correlation start (Tonry & Davis 1979), in pixels: peak of the weighted,
+    continuum-subtracted galaxy correlated with the high-passed mean template,
+    refined by a parabola through the peak and its neighbours."""
+    basis = problem.xcorr_basis
+    m = (basis * w[None, :]) @ basis.T + 1e-12 * jnp.eye(basis.shape[0])
+    cont = cholesky_solve(m, basis @ (w * galaxy)) @ basis
+    u = jnp.zeros(n_fft).at[offset : offset + n_pix].set(w * (galaxy - cont))
+    corr = jnp.fft.irfft(jnp.fft.rfft(problem.xcorr_template) * jnp.conj(jnp.fft.rfft(u)), n_fft)
+    lags = jnp.arange(-n_fft // 4, n_fft // 4)
+    # corr[k] = sum_i u[i] t[i + k]; a galaxy redshifted by s pixels peaks at k = -s
+    cc = jnp.where(jnp.abs(lags) <= vmax_pix, corr[(-lags) % n_fft], -jnp.inf)
+    i = jnp.argmax(cc)
+    y0, y1, y2 = cc[jnp.maximum(i - 1, 0)], cc[i], cc[jnp.minimum(i + 1, cc.size - 1)]
+    den = y0 - 2 * y1 + y2
+    frac = jnp.where(jnp.isfinite(den) & (den < 0), 0.5 * (y0 - y2) / den, 0.0)
+    return lags[i] + jnp.clip(frac, -0.5, 0.5)
+
+
+def laplace_covariance(cols, w, keep):
+    """Inverse of the Gauss-Newton matrix ``cols W cols^T`` over the parameters ``keep``.
+
+    The others (e.g. templates at zero weight) are held fixed: zero rows and columns.
+    Columns are scaled to unit weighted norm for conditioning; LAPACK-free inverse
+    (``vmap``-safe).
+    """
+    norm = jnp.sqrt(jnp.sum(w[None, :] * cols**2, axis=1)) + 1e-30
+    scaled = cols / norm[:, None]
+    fisher = (scaled * w[None, :]) @ scaled.T
+    fisher = jnp.where(keep[:, None] & keep[None, :], fisher, 0.0) + jnp.diag(jnp.where(keep, 0.0, 1.0))
+    return spd_inverse(fisher) / (norm[:, None] * norm[None, :])
