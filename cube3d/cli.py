@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -24,7 +25,7 @@ GP_MEANS = ("constant", "disk")
 #: GP options that only make sense with --gp (argparse dest -> option)
 _GP_OPTIONS = {"gp_tier": "--gp-tier", "gp_solver": "--gp-solver", "gp_kernel": "--gp-kernel",
                "gp_separable": "--gp-separable", "gp_scale": "--gp-scale", "gp_v_mean": "--gp-v-mean",
-               "gp_min_snr": "--gp-min-snr"}
+               "gp_min_sn": "--gp-min-sn"}
 #: Voronoi target S/N of ``cube3d demo`` without --gp
 DEMO_TARGET_SN = 15.0
 
@@ -55,9 +56,9 @@ def _add_gp_options(p):
                         "resolves, to twice the field's size)")
     g.add_argument("--gp-v-mean", choices=GP_MEANS, default=None,
                    help="mean of the velocity field: constant (default) or disk (arctan rotation curve)")
-    g.add_argument("--gp-min-snr", type=float, default=None, metavar="SNR",
+    g.add_argument("--gp-min-sn", "--gp-min-snr", dest="gp_min_sn", type=float, default=None, metavar="SN",
                    help="spaxels below this S/N per pixel are unobserved for the GP, which still predicts there "
-                        "(default 0)")
+                        "(default 0; --gp-min-snr is its former name)")
 
 
 def gp_config_from_args(args):
@@ -88,11 +89,11 @@ def gp_config_from_args(args):
         if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
             raise InputError(f"--gp-scale {lo:g} {hi:g}: need 0 < MIN < MAX (length scales in spaxels)")
         scale = (float(lo), float(hi))
-    min_snr = 0.0 if args.gp_min_snr is None else args.gp_min_snr
-    if not (math.isfinite(min_snr) and min_snr >= 0):
-        raise InputError(f"--gp-min-snr {min_snr:g}: must be a finite number >= 0")
+    min_sn = 0.0 if args.gp_min_sn is None else args.gp_min_sn
+    if not (math.isfinite(min_sn) and min_sn >= 0):
+        raise InputError(f"--gp-min-sn {min_sn:g}: must be a finite number >= 0")
     return GPConfig(kernel=kernel, separable=bool(args.gp_separable), tier=args.gp_tier or "two_step",
-                    solver=solver, v_mean=args.gp_v_mean or "constant", scale_range=scale, min_snr=float(min_snr))
+                    solver=solver, v_mean=args.gp_v_mean or "constant", scale_range=scale, min_sn=float(min_sn))
 
 
 def _add_fit_options(p, demo=False):
@@ -224,27 +225,38 @@ def _check_output(path, overwrite, model_cube=False):
         raise InputError(f"output directory {path.parent} does not exist")
 
 
+def configs_from_args(args, lsf):
+    """The :class:`~cube3d.prepare.PrepareConfig` and :class:`~cube3d.fit.FitConfig` that
+    the options of ``cube3d fit`` (or ``demo``) ask for."""
+    from .fit import FitConfig
+    from .prepare import PrepareConfig
+
+    prepare = PrepareConfig(
+        layout=args.layout, template_fwhm=args.template_fwhm, template_air=not args.template_vacuum, lsf=lsf,
+        velscale=args.velscale, wave_range=tuple(args.wave_range) if args.wave_range else None,
+        target_sn=args.target_sn, min_sn=args.min_sn, mask_emission=not args.no_emission_mask,
+        n_basis=args.n_basis,
+    )
+    fit = FitConfig(moments=args.moments, losvd=args.losvd, degree=args.degree, mdegree=args.mdegree,
+                    clip=args.clip, sigma_start=args.sigma_start, chunk_size=args.chunk_size)
+    return prepare, fit
+
+
 def _run_fit(args, cube, templates, output, lsf):
     from .maps import write_maps
     from .pipeline import check_gp_request, model_cube, run_fit
 
     gp = gp_config_from_args(args)
-    check_gp_request(gp, args.target_sn)
+    prepare, fit = configs_from_args(args, lsf)
+    check_gp_request(gp, prepare.target_sn)
     _check_output(output, args.overwrite, args.model_cube)
     update, close = _progress(args.quiet)
     log = None if args.quiet else (lambda msg: print(f"cube3d: {msg}", file=sys.stderr))
     try:
-        maps, prepared, result = run_fit(
-            cube, templates, args.redshift, template_fwhm=args.template_fwhm,
-            template_air=not args.template_vacuum, lsf=lsf, velscale=args.velscale,
-            wave_range=tuple(args.wave_range) if args.wave_range else None, target_sn=args.target_sn,
-            min_sn=args.min_sn, mask_emission=not args.no_emission_mask, n_basis=args.n_basis,
-            moments=args.moments, losvd=args.losvd, degree=args.degree, mdegree=args.mdegree,
-            clip_sigma=args.clip, sigma_start=args.sigma_start, chunk_size=args.chunk_size,
-            layout=args.layout, gp=gp, progress=update, log=log,
-        )
+        run = run_fit(cube, templates, args.redshift, prepare, fit, gp, progress=update, log=log)
     finally:
         close()
+    maps, prepared, result = run.maps, run.prepared, run.result
     model = model_cube(prepared, result) if args.model_cube else None
     header = None
     if model is not None:
@@ -336,6 +348,19 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _dispatch(args)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Python warnings as one plain line, ``cube3d: warning: ...`` (no source path or code)."""
+    text = " ".join(str(message).split())
+    print(f"cube3d: warning: {text}", file=sys.stderr)
+
+
+def _dispatch(args):
+    """Run the parsed command; user errors become one line and status 2."""
     try:
         if args.command == "fit":
             if not Path(args.cube).exists():

@@ -23,18 +23,7 @@ Velocities are line-of-sight velocities relative to the redshift recorded in
 ``meta["redshift"]`` (km/s); h_m are the dimensionless Gauss-Hermite coefficients of
 Cappellari (2017, eq. 38).
 
-FLAG bits (0 = good fit):
-
-====  =====  =====================================================================
-bit   value  meaning
-====  =====  =====================================================================
-0     1      not fitted (no usable pixels, outside the S/N cut or the bins; BINID -1)
-1     2      the fit did not converge within its iterations
-2     4      non-finite moments, errors or chi2 returned
-3     8      a kinematic parameter sits at its bound (e.g. sigma at its limit)
-4     16     low S/N: below the requested target or minimum S/N
-5     32     many pixels rejected by outlier clipping
-====  =====  =====================================================================
+FLAG bits (0 = good fit): see :mod:`cube3d.flags`, which defines and sets them.
 """
 
 from __future__ import annotations
@@ -53,6 +42,15 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from cube3d.errors import InputError
+from cube3d.flags import (  # noqa: F401  (re-exported: the maps file documents them)
+    FLAG_AT_BOUND,
+    FLAG_BITS,
+    FLAG_CLIPPED,
+    FLAG_LOW_SNR,
+    FLAG_NONFINITE,
+    FLAG_NOT_CONVERGED,
+    FLAG_NOT_FITTED,
+)
 
 __all__ = [
     "KinematicMaps",
@@ -69,22 +67,6 @@ __all__ = [
     "FLAG_CLIPPED",
     "FLAG_BITS",
 ]
-
-FLAG_NOT_FITTED = 1
-FLAG_NOT_CONVERGED = 2
-FLAG_NONFINITE = 4
-FLAG_AT_BOUND = 8
-FLAG_LOW_SNR = 16
-FLAG_CLIPPED = 32
-#: value -> meaning of every FLAG bit (also written to the FLAG HDU header).
-FLAG_BITS = {
-    FLAG_NOT_FITTED: "not fitted (no usable pixels or not binned)",
-    FLAG_NOT_CONVERGED: "fit did not converge",
-    FLAG_NONFINITE: "non-finite moments, errors or chi2",
-    FLAG_AT_BOUND: "kinematic parameter at its bound",
-    FLAG_LOW_SNR: "S/N below the requested minimum",
-    FLAG_CLIPPED: "many pixels rejected by clipping",
-}
 
 #: names of the optional per-bin spectra HDUs, in file order.
 SPECTRA_NAMES = ("LOGLAM", "SPEC", "MODEL", "WEIGHT")

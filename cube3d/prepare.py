@@ -35,6 +35,8 @@ from .rebin import log_grid, log_rebin, wave_edges
 from .templates import TemplateLibrary
 
 __all__ = [
+    "PrepareConfig",
+    "validate_prepare_config",
     "PreparedData",
     "prepare_cube",
     "EMISSION_LINES_AIR",
@@ -255,6 +257,64 @@ def _check_options(
             raise InputError(f"--wave-range: need 0 < min < max (Angstrom), got {lo}-{hi}")
     if not (0.0 <= min_good_fraction <= 1.0):
         raise InputError(f"min_good_fraction: must lie in [0, 1], got {min_good_fraction}")
+
+
+class PrepareConfig(NamedTuple):
+    """How a cube is read and prepared for the fit (the ``data``, ``templates and
+    resolution`` and ``preparation`` options of ``cube3d fit``; hashable, immutable).
+
+    Parameters
+    ----------
+    layout : str
+        ``"auto"`` (from the HDU names), ``"MUSE"``, ``"MANGA"`` or ``"GENERIC"`` (``--layout``).
+    template_fwhm : float
+        FWHM of the templates, Angstrom (``--template-fwhm``; MILES 2.51).
+    template_air : bool
+        Template wavelengths in air (True, as MILES) or vacuum (``--template-vacuum``).
+    lsf : str, Path or None
+        Instrumental line-spread function: a two-column table (wavelength, FWHM in
+        Angstrom), ``"MUSE"``, or None for the cube's own (``--lsf``).
+    velscale : float or None
+        Pixel size of the ln-lambda grid, km/s (``--velscale``; default the cube's).
+    wave_range : (float, float) or None
+        Rest-frame range fitted, Angstrom (``--wave-range``).
+    target_sn : float or None
+        Voronoi-bin to this S/N per pixel (``--target-sn``; None: every spaxel).
+    min_sn : float
+        Skip spaxels below this median S/N per pixel (``--min-sn``); bins below it are flagged.
+    mask_emission : bool
+        Mask the standard emission and sky lines (``--no-emission-mask`` turns it off).
+    n_basis : int or None
+        Keep this many templates, chosen by NNLS on the summed spectrum (``--n-basis``).
+    """
+
+    layout: str = "auto"
+    template_fwhm: float = 2.51
+    template_air: bool = True
+    lsf: Any = None
+    velscale: float | None = None
+    wave_range: tuple[float, float] | None = None
+    target_sn: float | None = None
+    min_sn: float = 0.0
+    mask_emission: bool = True
+    n_basis: int | None = None
+
+
+#: cube layouts understood by :func:`cube3d.io.read_cube`
+LAYOUTS = ("auto", "MUSE", "MANGA", "GENERIC")
+
+
+def validate_prepare_config(config: PrepareConfig) -> None:
+    """Reject, before any file is read, settings that cannot be used (``InputError``
+    naming the option).  The redshift and data-dependent checks happen in
+    :func:`prepare_cube`."""
+    fwhm = config.template_fwhm
+    if not (isinstance(fwhm, (int, float, np.integer, np.floating)) and np.isfinite(fwhm) and fwhm > 0):
+        raise InputError(f"--template-fwhm: must be a positive number of Angstrom, got {fwhm}")
+    if config.layout not in LAYOUTS:
+        raise InputError(f"--layout: must be one of {', '.join(LAYOUTS)}, got {config.layout!r}")
+    _check_options(0.0, config.velscale, config.target_sn, config.min_sn, 0.0, config.n_basis, 0.0,
+                   config.wave_range, 0.0)
 
 
 # ----------------------------------------------------------------------------- steps of prepare_cube

@@ -98,7 +98,7 @@ def _fit_maps(cube, library, target_sn, fit_config):
     from cube3d.prepare import prepare_cube
 
     prep = prepare_cube(cube, library, REDSHIFT, target_sn=target_sn)
-    fit = fit_spectra(prep.spectra, prep.ivar, prep.templates, prep.template_offset, prep.velscale, fit_config)
+    fit = fit_spectra(prep, fit_config)
     maps = result_to_maps(prep, fit, fit_config, cube.wcs, {}, keep_spectra=False)
     # usable: no flag (fitted, finite, not at a fit bound): what the GP tiers take as data too
     usable = maps.maps["FLAG"] == 0
@@ -129,7 +129,7 @@ def main(argv=None):
                              wave_range=tuple(args.wave_range), key=args.seed)
     print(f"mock cube: {n} x {n} spaxels x {cube.n_wave} pixels, S/N {args.snr:g} per pixel "
           f"[{time.perf_counter() - t0:.1f} s]")
-    fit_config = FitConfig(n_moments=2)
+    fit_config = FitConfig(moments=2)
     estimates, times = {}, {}
 
     t = time.perf_counter()

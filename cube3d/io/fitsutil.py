@@ -1,5 +1,8 @@
 """Small FITS helpers of the cube reader: HDU look-up, data access, errors naming file and HDU."""
 
+import contextlib
+import warnings
+
 import numpy as np
 from astropy.io import fits
 
@@ -29,6 +32,19 @@ def has_hdu(hdul, name):
 
 def is_cube_hdu(hdu):
     return isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)) and hdu.header.get("NAXIS", 0) == 3
+
+
+@contextlib.contextmanager
+def reading(path):
+    """Collect astropy's warnings while a file is read: dropped when the read fails with
+    an :class:`InputError` (its one line says it all), repeated with the file named
+    when it succeeds."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        text = str(w.message)
+        warnings.warn(text if str(path) in text else f"{path}: {text}", w.category, stacklevel=3)
 
 
 def read_data(hdu, path, label):

@@ -8,7 +8,7 @@ from astropy.io import fits
 from cube3d.errors import InputError
 
 from .container import Cube
-from .fitsutil import (check_same_shape, get_hdu, has_hdu, hdu_label, index_of, is_cube_hdu,
+from .fitsutil import (check_same_shape, get_hdu, has_hdu, hdu_label, index_of, is_cube_hdu, reading,
                        read_data, to_cube, where)
 from .manga import manga_bad_pixels, manga_lsf_fwhm
 from .spectral import check_wave, spectral_axis
@@ -136,12 +136,13 @@ def read_cube(path, layout="auto", flux_hdu=None, var_hdu=None) -> Cube:
         raise InputError(f"{path}: no such file")
     if os.path.isdir(path):
         raise InputError(f"{path}: is a directory, not a FITS file")
-    try:
-        hdul = fits.open(path, memmap=True)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable FITS file ({type(exc).__name__}: {exc})") from None
-    with hdul:
-        return _read_open(hdul, path, _resolve_layout(path, hdul, lay), flux_hdu, var_hdu)
+    with reading(path):
+        try:
+            hdul = fits.open(path, memmap=True)
+        except Exception as exc:
+            raise InputError(f"{path}: not a readable FITS file ({type(exc).__name__}: {exc})") from None
+        with hdul:
+            return _read_open(hdul, path, _resolve_layout(path, hdul, lay), flux_hdu, var_hdu)
 
 
 def _read_open(hdul, path, layout, flux_hdu, var_hdu):

@@ -22,7 +22,7 @@ def run_gp(prepared, fit_result, fit_config, gp_config: GPConfig = GPConfig(), l
 
     Every tier takes the same arguments (:data:`TIER_FUNCTIONS`) and sees the per-spaxel
     estimates of :func:`cube3d.spatial.estimates.gp_estimates` (spaxels not fitted, failed,
-    on a fit bound or below ``gp_config.min_snr`` are unobserved).
+    on a fit bound or below ``gp_config.min_sn`` are unobserved).
 
     Parameters
     ----------

@@ -54,7 +54,7 @@ class GPConfig(NamedTuple):
         Most observed spaxels for the dense solver (its memory grows like N^2).
     fields : tuple of str or None
         Which fitted parameters get a GP prior (default: all kinematic moments).
-    min_snr : float
+    min_sn : float
         Spaxels below this S/N are treated as unobserved by the two-step tier.
     noise_scale_range : (float, float) or None
         Two-step tier: prior range of a factor on the per-spaxel errors, inferred with
@@ -84,7 +84,7 @@ class GPConfig(NamedTuple):
     max_basis: int = 36
     max_dense: int = 2500
     fields: Optional[tuple] = None
-    min_snr: float = 0.0
+    min_sn: float = 0.0
     noise_scale_range: Optional[tuple] = (0.5, 5.0)
     clip: Optional[float] = 5.0
     n_outer: int = 3
@@ -110,8 +110,8 @@ def validate_gp_config(config: GPConfig):
         lo, hi = (float(v) for v in config.scale_range)
         if not (0 < lo < hi):
             raise InputError(f"gp scale_range={config.scale_range}: need 0 < min < max (spaxels)")
-    if not (np.isfinite(config.min_snr) and config.min_snr >= 0):
-        raise InputError(f"gp min_snr={config.min_snr}: must be a finite number >= 0")
+    if not (np.isfinite(config.min_sn) and config.min_sn >= 0):
+        raise InputError(f"gp min_sn={config.min_sn}: must be a finite number >= 0")
     if config.noise_scale_range is not None:
         lo, hi = (float(v) for v in config.noise_scale_range)
         if not (0 < lo <= 1 <= hi):

@@ -50,11 +50,11 @@ def spaxel_estimates(prepared, fit_result, fit_config=None) -> SpaxelEstimates:
 
 
 def gp_estimates(prepared, fit_result, fit_config, gp_config) -> SpaxelEstimates:
-    """:func:`spaxel_estimates` with spaxels below ``gp_config.min_snr`` unobserved: the data
+    """:func:`spaxel_estimates` with spaxels below ``gp_config.min_sn`` unobserved: the data
     of every tier."""
     values, errors, ok = spaxel_estimates(prepared, fit_result, fit_config)
     snr = np.full(ok.shape, np.nan)
     bin_id = np.asarray(prepared.bin_id)
     snr[bin_id >= 0] = np.asarray(prepared.snr)[bin_id[bin_id >= 0]]
-    ok &= ~(snr < gp_config.min_snr)
+    ok &= ~(snr < gp_config.min_sn)
     return SpaxelEstimates(values, errors, ok)

@@ -322,8 +322,8 @@ def nuts_fields(values, errors, mask, config: GPConfig = GPConfig(tier="nuts"), 
         ``scale_range``, ``noise_scale_range``, ``max_dense``, ``max_basis``,
         ``boundary_factor``, ``fields``, ``num_warmup``, ``num_samples``,
         ``num_chains`` (run one after the other) and ``seed``; ``v_mean`` must be
-        ``"constant"``.  ``clip`` and ``min_snr`` are not applied here
-        (:func:`cube3d.spatial.apply.run_gp` applies ``min_snr`` to the mask).
+        ``"constant"``.  ``clip`` and ``min_sn`` are not applied here
+        (:func:`cube3d.spatial.apply.run_gp` applies ``min_sn`` to the mask).
     parametrisation : str
         ``"marginal"`` (hyperparameters by NUTS on the marginal likelihood, exact field
         draws; default) or ``"latent"`` (NUTS over hyperparameters and the field's white

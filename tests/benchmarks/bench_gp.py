@@ -8,7 +8,7 @@ on a shared machine) of each stage, the peak resident memory of the process
 and its growth during the measured stage (the peak is reset before it by writing ``5``
 to ``/proc/self/clear_refs``), and the RMS error against the known truth.
 
-Tier ``two_step`` (:func:`cube3d.spatial.gp_two_step`) needs no spectra: the per-spaxel
+Tier ``two_step`` (:func:`cube3d.spatial.twostep.two_step_fields`) needs no spectra: the per-spaxel
 "estimates" are a smooth truth plus Gaussian noise of known error,
 
 * V: one Matern-5/2 GP draw (amplitude ``--v-amp`` km/s, length scale ``--scale-frac``
@@ -198,7 +198,8 @@ def worker_two_step(case):
     jax.config.update("jax_enable_x64", True)
     import numpy as np
 
-    from cube3d.spatial import GPConfig, gp_two_step
+    from cube3d.spatial import GPConfig
+    from cube3d.spatial.twostep import two_step_fields
 
     t_import = time.perf_counter() - T_START
     n = case["size"]
@@ -217,7 +218,7 @@ def worker_two_step(case):
     config = GPConfig(solver=case["solver"], separable=case["solver"] == "kronecker",
                       max_dense=max(2500, n * n), max_basis=case["max_basis"])
     st.start()
-    res = gp_two_step({"V": v_obs, "SIGMA": s_obs}, {"V": v_err, "SIGMA": s_err}, np.ones(shape, bool), config)
+    res = two_step_fields({"V": v_obs, "SIGMA": s_obs}, {"V": v_err, "SIGMA": s_err}, np.ones(shape, bool), config)
     for f in res.fields.values():
         np.asarray(f.mean), np.asarray(f.std)
     st.stop("gp")
@@ -267,9 +268,9 @@ def worker_joint(case):
     prep = prepare_cube(cube, library, z, target_sn=None)
     del cube
     st.stop("prepare")
-    fit_config = FitConfig(n_moments=2)
+    fit_config = FitConfig(moments=2)
     st.start()
-    fit = fit_spectra(prep.spectra, prep.ivar, prep.templates, prep.template_offset, prep.velscale, fit_config)
+    fit = fit_spectra(prep, fit_config)
     st.stop("fit")
     log = []
     st.start()

@@ -48,6 +48,7 @@ def worker(args):
     import numpy as np
 
     from cube3d.maps import write_maps
+    from cube3d import FitConfig, PrepareConfig
     from cube3d.pipeline import run_fit
 
     t_import = time.perf_counter()
@@ -65,10 +66,13 @@ def worker(args):
         chunk_times.append(time.perf_counter())
         chunk_rss.append(_peak_rss_mib())
 
-    maps, prepared, result = run_fit(
-        args.cube, args.templates, args.redshift, moments=args.moments, chunk_size=args.chunk_size,
-        wave_range=args.wave_range, n_basis=args.n_basis, keep_spectra=False, log=log, progress=progress,
+    run = run_fit(
+        args.cube, args.templates, args.redshift,
+        PrepareConfig(wave_range=tuple(args.wave_range) if args.wave_range else None, n_basis=args.n_basis),
+        FitConfig(moments=args.moments, chunk_size=args.chunk_size),
+        keep_spectra=False, log=log, progress=progress,
     )
+    maps, prepared, result = run.maps, run.prepared, run.result
     t_fit = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         write_maps(maps, os.path.join(tmp, "maps.fits"))

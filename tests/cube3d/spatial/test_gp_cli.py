@@ -1,4 +1,4 @@
-"""``cube3d fit --gp``, :func:`cube3d.pipeline.run_fit_gp` and the GP maps plot.
+"""``cube3d fit --gp``, :func:`cube3d.pipeline.run_fit` with a GP and the GP maps plot.
 
 One 8 x 8 MUSE-like mock cube (S/N 10 per pixel at the median flux, Gaussian LOSVDs) with
 smooth fields -- a rotating disc ``V = 80 tanh((x - 3.5) / 2.5)`` km/s and a central
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 
 import numpy as np
 import pytest
@@ -25,7 +24,8 @@ from cube3d.cli import GP_MEANS, GP_SOLVERS, GP_TIERS, main
 from cube3d.errors import InputError
 from cube3d.fit import FitConfig
 from cube3d.maps import read_maps
-from cube3d.pipeline import run_fit, run_fit_gp
+from cube3d.pipeline import FitRun, run_fit
+from cube3d.prepare import PrepareConfig
 from cube3d.spatial import GPConfig, run_gp
 from cube3d.spatial.config import MEANS, SOLVERS, TIERS
 from tests.cube3d.test_cli import (
@@ -77,9 +77,9 @@ def gp_cli(cube, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gp_api(cube):
-    """:func:`run_fit_gp` with an explicit configuration (sum kernel), run once."""
-    return run_fit_gp(cube["path"], TEMPLATES, Z, lsf=cube["lsf"], moments=2,
-                      gp=GPConfig(kernel="matern32+expsquared"), keep_spectra=False)
+    """:func:`run_fit` with an explicit GP configuration (sum kernel), run once."""
+    return run_fit(cube["path"], TEMPLATES, Z, PrepareConfig(lsf=cube["lsf"]), FitConfig(moments=2),
+                   GPConfig(kernel="matern32+expsquared"), keep_spectra=False)
 
 
 # ----------------------------------------------------------------------------- the maps file
@@ -143,7 +143,9 @@ def test_gp_maps_are_closer_to_the_truth(gp_cli, cube):
 
 
 def test_run_fit_gp_python_api(gp_api, cube):
-    maps, _, result, gp = gp_api
+    assert isinstance(gp_api, FitRun)
+    maps, result, gp = gp_api.maps, gp_api.result, gp_api.gp
+    assert gp_api.fit_config == FitConfig(moments=2) and gp_api.gp_config.kernel == "matern32+expsquared"
     assert result.params.shape == (NY * NX, 2)
     assert gp.tier == "two_step" and set(gp.fields) == {"V", "SIGMA"}
     np.testing.assert_allclose(maps.maps["V"], gp.fields["V"].mean)
@@ -155,21 +157,26 @@ def test_run_fit_gp_python_api(gp_api, cube):
 
 
 def test_dense_solver_above_max_dense_names_hsgp(gp_api):
-    _, prepared, result, _ = gp_api
+    prepared, result = gp_api.prepared, gp_api.result
     with pytest.raises(InputError, match="hsgp") as exc:
-        run_gp(prepared, result, FitConfig(n_moments=2), GPConfig(solver="dense", max_dense=10))
+        run_gp(prepared, result, FitConfig(moments=2), GPConfig(solver="dense", max_dense=10))
     assert "max_dense" in str(exc.value) and "\n" not in str(exc.value)
 
 
-def test_python_api_refuses_binning_and_stray_return_gp(cube):
-    """Both fail before the cube is read (a missing cube file would say so otherwise)."""
+def test_python_api_refuses_binning_and_bad_settings_before_reading(cube):
+    """All fail before the cube is read (a missing cube file would say so otherwise)."""
     missing = cube["dir"] / "no_such_cube.fits"
+    fit = FitConfig(moments=2)
     with pytest.raises(InputError, match="drop target_sn"):
-        run_fit(missing, TEMPLATES, Z, moments=2, target_sn=10.0, gp=GPConfig())
-    with pytest.raises(InputError, match="return_gp"):
-        run_fit(missing, TEMPLATES, Z, moments=2, return_gp=True)
+        run_fit(missing, TEMPLATES, Z, PrepareConfig(target_sn=10.0), fit, GPConfig())
     with pytest.raises(InputError, match="scale_range"):
-        run_fit(missing, TEMPLATES, Z, moments=2, gp=GPConfig(scale_range=(5.0, 1.0)))
+        run_fit(missing, TEMPLATES, Z, fit=fit, gp=GPConfig(scale_range=(5.0, 1.0)))
+    with pytest.raises(InputError, match="--moments"):
+        run_fit(missing, TEMPLATES, Z, fit=FitConfig(moments=9))
+    with pytest.raises(InputError, match="--template-fwhm"):
+        run_fit(missing, TEMPLATES, Z, PrepareConfig(template_fwhm=-1.0))
+    with pytest.raises(InputError, match="FitConfig"):
+        run_fit(missing, TEMPLATES, Z, fit={"moments": 2})
 
 
 # ----------------------------------------------------------------------------- bad options
@@ -200,7 +207,7 @@ def test_kronecker_needs_a_separable_kernel(cube, tmp_path, capsys):
 
 @pytest.mark.parametrize("option, values", [
     ("--gp-tier", ["two_step"]), ("--gp-solver", ["dense"]), ("--gp-kernel", ["matern32"]),
-    ("--gp-separable", []), ("--gp-scale", ["1", "4"]), ("--gp-v-mean", ["disk"]), ("--gp-min-snr", ["3"]),
+    ("--gp-separable", []), ("--gp-scale", ["1", "4"]), ("--gp-v-mean", ["disk"]), ("--gp-min-sn", ["3"]),
 ])
 def test_gp_option_without_gp(cube, tmp_path, capsys, option, values):
     out = tmp_path / "maps.fits"
@@ -212,13 +219,13 @@ def test_gp_option_without_gp(cube, tmp_path, capsys, option, values):
 @pytest.mark.parametrize("extra, names", [
     (["--gp-kernel", "matern99"], ["--gp-kernel", "matern99"]),
     (["--gp-kernel", "matern32+"], ["--gp-kernel"]),
-    (["--gp-min-snr", "-1"], ["--gp-min-snr"]),
-    (["--gp-min-snr", "nan"], ["--gp-min-snr"]),
+    (["--gp-min-sn", "-1"], ["--gp-min-sn"]),
+    (["--gp-min-sn", "nan"], ["--gp-min-sn"]),
     (["--gp-scale", "0", "4"], ["--gp-scale"]),
     (["--gp-scale", "1", "inf"], ["--gp-scale"]),
     (["--gp-tier", "mcmc"], ["--gp-tier", "mcmc"]),
     (["--gp-solver", "cholesky"], ["--gp-solver"]),
-], ids=["kernel", "kernel-sum", "min-snr-negative", "min-snr-nan", "scale-zero", "scale-inf", "tier", "solver"])
+], ids=["kernel", "kernel-sum", "min-sn-negative", "min-sn-nan", "scale-zero", "scale-inf", "tier", "solver"])
 def test_bad_gp_values_leave_the_old_output(cube, tmp_path, capsys, extra, names):
     out = tmp_path / "maps.fits"
     out.write_bytes(b"an earlier result\n")
@@ -234,7 +241,7 @@ def test_fit_help_lists_the_gp_options(capsys):
     assert main(["fit", "--help"]) == 0
     text = capsys.readouterr().out
     for option in ("--gp", "--gp-tier", "--gp-solver", "--gp-kernel", "--gp-separable", "--gp-scale",
-                   "--gp-v-mean", "--gp-min-snr"):
+                   "--gp-v-mean", "--gp-min-sn"):
         assert option in text, option
     assert main(["demo", "--help"]) == 0
     assert "--gp" in capsys.readouterr().out
@@ -313,11 +320,10 @@ def test_plot_non_gp_file_unchanged(tmp_path, saved_figures):
     assert [t for t, _ in _image_panels(saved_figures[0])] == ["V", "SIGMA", "V_ERR", "SIGMA_ERR"]
 
 
-# ----------------------------------------------------------------------------- demo (slow, opt-in)
+# ----------------------------------------------------------------------------- demo
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("CUBE3D_SLOW"), reason="about a minute; set CUBE3D_SLOW=1 to run")
 def test_demo_gp(tmp_path, capsys):
     """``cube3d demo --gp``: the bundled 20 x 20 MUSE cutout, every spaxel, GP maps."""
     outdir = tmp_path / "demo"
@@ -329,6 +335,11 @@ def test_demo_gp(tmp_path, capsys):
         assert {"V", "V_ERR", "V_SPAXEL", "V_SPAXEL_ERR", "SIGMA", "SIGMA_SPAXEL"} <= set(names)
         assert m["V"].data.shape == (20, 20) and m["BINID"].data.max() == 399
         assert m[0].header["CUBE3D GP_TIER"] == "two_step"
+        for name in ("V", "V_ERR", "SIGMA", "SIGMA_ERR"):
+            assert np.all(np.isfinite(m[name].data)), name
+        # the prior borrows strength: GP errors below the per-spaxel ones where both exist
+        good = m["FLAG"].data == 0
+        assert np.median(m["V_ERR"].data[good]) < np.median(m["V_SPAXEL_ERR"].data[good])
     assert "GP" in captured.out and (outdir / "maps.png").is_file()
 
 

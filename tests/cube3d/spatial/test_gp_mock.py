@@ -38,13 +38,13 @@ def mock():
     lib = load_templates(demo_templates_dir())
     cube, _ = make_mock_cube(v, sigma, templates_dir=lib, snr=5.0, redshift=Z, key=13,
                              wave_range=(4800.0, 5400.0))
-    cfg = FitConfig(n_moments=2, degree=4)
+    cfg = FitConfig(moments=2, degree=4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prep = prepare_cube(cube, lib, Z)
         binned = prepare_cube(cube, lib, Z, target_sn=25.0)
-    res = fit_spectra(prep.spectra, prep.ivar, prep.templates, prep.template_offset, prep.velscale, cfg)
-    res_b = fit_spectra(binned.spectra, binned.ivar, binned.templates, binned.template_offset, binned.velscale, cfg)
+    res = fit_spectra(prep, cfg)
+    res_b = fit_spectra(binned, cfg)
     values, errors, ok = spaxel_estimates(prep, res, cfg)
     vor = {name: np.asarray(res_b.params[:, k])[binned.bin_id] for k, name in enumerate(res_b.param_names)}
     joint = gp_joint_map(prep, res, cfg, GPConfig(n_outer=2, n_inner=4))

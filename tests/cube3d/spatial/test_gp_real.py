@@ -28,13 +28,13 @@ WAVE = (4800.0, 5800.0)
 def real():
     cube = read_cube(demo_cube_path())
     lib = load_templates(demo_templates_dir())
-    cfg = FitConfig(n_moments=2, degree=4)
+    cfg = FitConfig(moments=2, degree=4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MUSE LSF from the formula, template/LSF warnings
         prep = prepare_cube(cube, lib, DEMO_REDSHIFT, wave_range=WAVE)
         binned = prepare_cube(cube, lib, DEMO_REDSHIFT, wave_range=WAVE, target_sn=15.0)
-    res = fit_spectra(prep.spectra, prep.ivar, prep.templates, prep.template_offset, prep.velscale, cfg)
-    res_b = fit_spectra(binned.spectra, binned.ivar, binned.templates, binned.template_offset, binned.velscale, cfg)
+    res = fit_spectra(prep, cfg)
+    res_b = fit_spectra(binned, cfg)
     values, errors, ok = spaxel_estimates(prep, res, cfg)
     gp = gp_joint_map(prep, res, cfg, GPConfig(n_outer=2, n_inner=4))
     snr = np.full(ok.shape, np.nan)
