@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from dynamics.inference import (
     StarData,
-    _check_data,
+    check_data,
     log_likelihood,
     member_variance,
     param_names,
@@ -132,7 +132,7 @@ def fisher_forecast(data, config, truth, *, kind="expected", n_nodes=32):
     if missing:
         raise ValueError(f"truth lacks free parameters {missing}")
     data = StarData(*(jnp.asarray(x, dtype=float) for x in data))
-    _check_data(data)
+    check_data(data)
     grid = radius_grid(data.R, n_nodes)
     theta = jnp.asarray([truth[n] for n in names], dtype=float)
 

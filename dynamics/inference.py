@@ -480,7 +480,7 @@ def make_log_likelihood(data, config, *, n_nodes=32):
     """
     names = param_names(config)
     data = StarData(*(jnp.asarray(x, dtype=float) for x in data))
-    _check_data(data)
+    check_data(data)
     grid = radius_grid(data.R, n_nodes)
 
     def ll(theta):
@@ -489,7 +489,8 @@ def make_log_likelihood(data, config, *, n_nodes=32):
     return jax.jit(jax.value_and_grad(ll)), names
 
 
-def _check_data(data):
+def check_data(data):
+    """Raise ValueError unless ``data = (R, v, v_err)`` are finite 1-D arrays of one length, R > 0 and v_err >= 0."""
     R, v, e = (np.asarray(x) for x in data)
     if not (R.shape == v.shape == e.shape and R.ndim == 1):
         raise ValueError(f"R, v, v_err must be 1-D of one length, got {R.shape}, {v.shape}, {e.shape}")
@@ -541,7 +542,7 @@ def fit_nuts(key, data, config=ModelConfig(), *, num_warmup=500, num_samples=500
         Draws are blocked on (``jax.block_until_ready``) before returning.
     """
     data = StarData(*(jnp.asarray(x, dtype=float) for x in data))
-    _check_data(data)
+    check_data(data)
     names = param_names(config)
     init = init_to_median() if init_params is None else init_to_value(values=init_params)
     grid = radius_grid(data.R, n_nodes)

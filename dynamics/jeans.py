@@ -56,7 +56,8 @@ _GRID_PANELS, _GRID_ORDER = 8, 12
 _AUTO_GRID = _GRID_PANELS * _GRID_ORDER
 
 
-def _check_models(tracer, mass, anisotropy):
+def check_models(tracer, mass, anisotropy):
+    """Raise ValueError unless ``tracer`` and ``mass`` are Profiles and ``anisotropy`` an Anisotropy."""
     if not isinstance(tracer, Profile):
         raise ValueError(f"tracer must be a dynamics Profile, got {type(tracer).__name__}")
     if not isinstance(mass, Profile):
@@ -116,7 +117,7 @@ def _sigma_los2_direct(R, tracer, mass_fn, anisotropy, r_far, rule=(_PANELS, _OR
 def sigma_los2_profile(R, tracer, mass, anisotropy=None, *, grid=None):
     """Line-of-sight velocity dispersion squared, (km/s)^2; see :func:`sigma_los`."""
     anisotropy = Isotropic() if anisotropy is None else anisotropy
-    _check_models(tracer, mass, anisotropy)
+    check_models(tracer, mass, anisotropy)
     R = check_radius(R, "R")
     shape = R.shape
     floor = 1e-8 * tracer.scale_radius()
@@ -180,7 +181,7 @@ def sigma_los(R, tracer, mass, anisotropy=None, *, grid=None):
 def sigma_r2_profile(r, tracer, mass, anisotropy=None):
     """Radial velocity dispersion squared, (km/s)^2; see :func:`sigma_r`."""
     anisotropy = Isotropic() if anisotropy is None else anisotropy
-    _check_models(tracer, mass, anisotropy)
+    check_models(tracer, mass, anisotropy)
     r = check_radius(r)
     shape = r.shape
     rf = jnp.maximum(r.reshape(-1), 1e-8 * tracer.scale_radius())

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy
 
 from .constants import D_UNIT, DEG, J_UNIT
-from .profiles.base import Profile, check_positive, _is_concrete
+from .profiles.base import Profile, check_positive, is_concrete
 from ._quadrature import integrate, panel_nodes
 
 __all__ = ["j_factor", "d_factor", "shell_kernel"]
@@ -83,7 +83,7 @@ def _check(profile, distance, theta):
     if not isinstance(profile, Profile):
         raise ValueError(f"profile must be a dynamics Profile, got {type(profile).__name__}")
     check_positive("j_factor/d_factor", distance=distance, theta=theta)
-    if _is_concrete(theta) and numpy.any(numpy.asarray(theta) > 90.0):
+    if is_concrete(theta) and numpy.any(numpy.asarray(theta) > 90.0):
         raise ValueError(f"theta must be <= 90 degrees, got {numpy.asarray(theta)!r}")
     return jnp.asarray(distance, dtype=float), jnp.asarray(theta, dtype=float) * DEG
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from .anisotropy import ConstantBeta, Isotropic
 from .constants import G
-from .jeans import _check_models, mass_function
+from .jeans import check_models, mass_function
 from .profiles.base import check_radius
 from ._quadrature import cumulative, integrate, interpolate, panel_nodes
 
@@ -85,7 +85,7 @@ def virial_shape_parameters(tracer, mass, anisotropy=None):
     >>> vs1, vs2 = virial_shape_parameters(p, p)
     """
     anisotropy = Isotropic() if anisotropy is None else anisotropy
-    _check_models(tracer, mass, anisotropy)
+    check_models(tracer, mass, anisotropy)
     _, r, half, nu, m, beta, p, _ = _grid(tracer, mass, anisotropy)
     vs1 = 0.4 * integrate(G * m * p * (5.0 - 2.0 * beta) * r**2, half)
     vs2 = 4.0 / 35.0 * integrate(G * m * p * (7.0 - 6.0 * beta) * r**4, half)
@@ -121,7 +121,7 @@ def sigma_los4(R, tracer, mass, anisotropy=None):
         ``<v_los^4>`` in (km/s)^4, shape of ``R``.
     """
     anisotropy = Isotropic() if anisotropy is None else anisotropy
-    _check_models(tracer, mass, anisotropy)
+    check_models(tracer, mass, anisotropy)
     b = _constant_beta(anisotropy)
     R = check_radius(R, "R")
     (lo, hi), r, half, nu, m, _, p, lnf = _grid(tracer, mass, anisotropy)

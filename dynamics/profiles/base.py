@@ -43,7 +43,9 @@ _PANELS = 12
 _ORDER = 16
 
 
-def _is_concrete(x):
+def is_concrete(x):
+    """True when ``x`` has a value now (not a JAX tracer inside jit/grad/vmap): checks on
+    values run only then."""
     return not isinstance(x, jax.core.Tracer)
 
 
@@ -51,7 +53,7 @@ def check_radius(r, name="r"):
     """Return ``r`` as a float array; raise ``ValueError`` for non-finite or negative
     concrete radii (traced values pass unchecked)."""
     r = jnp.asarray(r, dtype=jnp.result_type(float))
-    if _is_concrete(r):
+    if is_concrete(r):
         v = numpy.asarray(r)
         if not numpy.all(numpy.isfinite(v)):
             raise ValueError(f"{name} must be finite, got non-finite values")
@@ -63,7 +65,7 @@ def check_radius(r, name="r"):
 def check_positive(owner, **params):
     """Raise ``ValueError`` when a concrete parameter is not finite and > 0."""
     for name, value in params.items():
-        if _is_concrete(value):
+        if is_concrete(value):
             v = numpy.asarray(value)
             if not numpy.all(numpy.isfinite(v) & (v > 0)):
                 raise ValueError(f"{owner}: {name} must be finite and > 0, got {v!r}")
@@ -71,7 +73,7 @@ def check_positive(owner, **params):
 
 def check_condition(owner, name, value, ok, what):
     """Raise ``ValueError`` unless the concrete ``value`` is finite and ``ok(value)`` holds."""
-    if _is_concrete(value):
+    if is_concrete(value):
         v = numpy.asarray(value)
         if not numpy.all(numpy.isfinite(v) & ok(v)):
             raise ValueError(f"{owner}: {name} must be finite and {what}, got {v!r}")
@@ -200,10 +202,12 @@ class Profile(eqx.Module):
     ...     b: jnp.ndarray
     ...     def density(self, r):
     ...         a = jnp.sqrt(self.b**2 + r**2)
-    ...         return self.rho_0 * self.b**3 * (3 * (self.b + a) * a**2 - r**2 * (self.b + 3 * a)) \
-    ...             / ((self.b + a)**3 * a**3) / 2
+    ...         return (self.rho_0 * self.b**3 * (3 * (self.b + a) * a**2 - r**2 * (self.b + 3 * a))
+    ...                 / ((self.b + a)**3 * a**3) / 2)
     >>> iso = Isochrone(jnp.asarray(1e8), jnp.asarray(1.0))
     >>> m = iso.enclosed_mass(2.0)          # by quadrature
+    >>> bool(m > 0)
+    True
     """
 
     closed_mass: ClassVar[bool] = False
@@ -240,3 +244,6 @@ class Profile(eqx.Module):
         left = self.components if isinstance(self, Composite) else (self,)
         right = other.components if isinstance(other, Composite) else (other,)
         return Composite(tuple(left) + tuple(right))
+
+
+_is_concrete = is_concrete  # former name, kept while callers move to is_concrete
