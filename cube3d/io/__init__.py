@@ -13,7 +13,12 @@ Conventions
 * ``wave`` is in Angstrom, exactly as the file defines it: air wavelengths when the
   spectral WCS says ``AWAV`` (``air=True``), vacuum otherwise (``WAVE``, ``WAVE-LOG``,
   frequency or energy axes).  Convert with :func:`air_to_vacuum` / :func:`vacuum_to_air`.
-* Without a noise HDU (generic layout) every finite pixel gets unit weight.
+* Without a noise HDU (``STAT``, ``IVAR``, ...) each spaxel gets one constant inverse
+  variance from the DER_SNR noise of its own spectrum (Stoehr et al. 2008,
+  :func:`cube3d.io.noise.der_snr_noise`), with a warning naming the file and the missing HDU.
+* The cube must have a celestial WCS on its two spatial axes (the maps are written with it)
+  and a non-degenerate spectral WCS (non-zero finite step, positive strictly monotonic
+  wavelengths).
 
 Layouts
 -------
@@ -32,13 +37,14 @@ Layouts
 
 Modules: :mod:`.reader` (:func:`read_cube`), :mod:`.container` (:class:`Cube`),
 :mod:`.spectral` (wavelengths from the WCS), :mod:`.manga` (bitmask, LSF),
-:mod:`.airvac` (air/vacuum), :mod:`.fitsutil` (HDU helpers).
+:mod:`.airvac` (air/vacuum), :mod:`.noise` (DER_SNR), :mod:`.fitsutil` (HDU helpers).
 
 References
 ----------
 Greisen, E. W. et al. 2006, A&A 446, 747 (FITS WCS paper III: spectral axes, ``WAVE-LOG``).
 Law, D. R. et al. 2016, AJ 152, 83; Law et al. 2021, AJ 161, 52 (MaNGA DRP data model,
 pixel mask and line-spread function).
+Stoehr, F. et al. 2008, ADASS XVII, ASP Conf. Ser. 394, 505 (DER_SNR noise estimate).
 Weilbacher, P. M. et al. 2020, A&A 641, A28 (MUSE pipeline: DATA/STAT/DQ cubes).
 """
 

@@ -1,6 +1,7 @@
 """The cube reader: :func:`read_cube` for MUSE, MaNGA LOGCUBE and generic 3-D FITS cubes."""
 
 import os
+import warnings
 
 import numpy as np
 from astropy.io import fits
@@ -11,6 +12,7 @@ from .container import Cube
 from .fitsutil import (check_same_shape, get_hdu, has_hdu, hdu_label, index_of, is_cube_hdu, reading,
                        read_data, to_cube, where)
 from .manga import manga_bad_pixels, manga_lsf_fwhm
+from .noise import der_snr_noise
 from .spectral import check_wave, spectral_axis
 
 __all__ = ["LAYOUTS", "read_cube"]
@@ -46,8 +48,9 @@ def _resolve_layout(path, hdul, layout):
 def _weights(flux, noise, kind, bad):
     """Inverse variance in place of ``noise``; zero weight and zero flux where ``bad``.
 
-    ``kind`` is ``'var'``, ``'ivar'`` or ``'sigma'``; ``noise`` None gives unit weights.
-    ``bad`` (bool array or None) holds the layout's mask (DQ != 0, MaNGA bits).
+    ``kind`` is ``'var'``, ``'ivar'`` or ``'sigma'``; ``noise`` None gives unit weights
+    (replaced by :func:`_estimated_weights`).  ``bad`` (bool array or None) holds the
+    layout's mask (DQ != 0, MaNGA bits).
     """
     bad = ~np.isfinite(flux) if bad is None else (bad | ~np.isfinite(flux))
     if noise is None:
@@ -66,6 +69,36 @@ def _weights(flux, noise, kind, bad):
         bad |= ~np.isfinite(ivar)  # e.g. 1 / (denormal variance)
     ivar[bad] = 0.0
     flux[bad] = 0.0
+    return ivar
+
+
+def _estimated_weights(flux, ivar, label, missing):
+    """Without a noise HDU: one constant inverse variance per spaxel from its DER_SNR noise.
+
+    ``ivar`` holds unit weights (0 = bad) and is overwritten; the noise of each spaxel
+    is :func:`cube3d.io.noise.der_snr_noise` over its good pixels (Stoehr et al. 2008).
+    A spaxel where no estimate is possible (too few pixels, zero noise) takes the
+    median estimate of the others; unit weights stay when no spaxel has one.  Warns
+    once, naming ``label`` (file and HDU) and the ``missing`` HDU.
+    """
+    good = ivar > 0
+    noise = der_snr_noise(flux, good)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        var = noise * noise
+        ok = np.isfinite(var) & (var > 0) & np.isfinite(1.0 / var)
+    if np.any(ok):
+        fill = float(np.median(var[ok]))
+        n_fill = int(np.sum(~ok & good.any(0)))
+        var = np.where(ok, var, fill)
+        ivar *= (1.0 / var)[None, :, :]
+        how = "so the noise of each spaxel is estimated from its own spectrum (DER_SNR, Stoehr et al. 2008) " \
+              "as a constant variance"
+        if n_fill:
+            how += f" ({n_fill} spaxels without an estimate take the median one)"
+    else:
+        how = "and no spaxel has enough pixels to estimate its noise (DER_SNR), so every pixel has unit " \
+              "weight and S/N, errors and CHI2 are on an arbitrary scale"
+    warnings.warn(f"{label}: no {missing} HDU, {how}", stacklevel=4)
     return ivar
 
 
@@ -109,8 +142,19 @@ def read_cube(path, layout="auto", flux_hdu=None, var_hdu=None) -> Cube:
     ------
     InputError
         One line naming the file (and HDU): missing or unreadable file, no 3-D HDU, no
-        spectral axis in the WCS, noise or mask HDU of another shape, every pixel masked
-        or non-finite, unknown ``layout``.
+        spectral axis in the WCS, a degenerate spectral WCS (zero or non-finite step,
+        naming the keyword; wavelengths not positive or not strictly monotonic), no
+        celestial WCS on the spatial axes (naming ``CTYPE1``/``CTYPE2``), noise or mask
+        HDU of another shape, every pixel masked or non-finite, unknown ``layout``.
+
+    Warns
+    -----
+    UserWarning
+        When the layout's noise HDU is missing (``STAT``, ``IVAR``, or any of the
+        generic names): each spaxel then gets one constant inverse variance,
+        ``1 / noise**2`` with the DER_SNR noise of its own good pixels
+        (Stoehr et al. 2008, :func:`cube3d.io.noise.der_snr_noise`), so that S/N,
+        errors and chi2 are on the right scale for white noise.
 
     Notes
     -----
@@ -203,7 +247,15 @@ def _read_open(hdul, path, layout, flux_hdu, var_hdu):
     if flip:
         wave = wave[::-1].copy()
     np_axis = 2 - spec
-    spatial_wcs = wcs.sub([k + 1 for k in range(3) if k != spec])
+    spatial_axes = [k + 1 for k in range(3) if k != spec]
+    spatial_wcs = wcs.sub(spatial_axes)
+    if not spatial_wcs.has_celestial:
+        keys = "/".join(f"CTYPE{k}" for k in spatial_axes)
+        found = ", ".join(f"CTYPE{k} = {str(wcs.wcs.ctype[k - 1])!r}" for k in spatial_axes)
+        raise InputError(
+            f"{where(path, flabel)}: no celestial WCS on the spatial axes ({found}); the maps need "
+            f"sky coordinates: set {keys} (e.g. 'RA---TAN', 'DEC--TAN')"
+        )
 
     # --- arrays: one float64 copy each -----------------------------------------------------
     flux = to_cube(read_data(fhdu, path, flabel), np_axis, flip)
@@ -220,6 +272,9 @@ def _read_open(hdul, path, layout, flux_hdu, var_hdu):
         del mdata, flagged
     ivar = _weights(flux, noise, kind, bad)
     del noise, bad
+    if nhdu is None:
+        missing = {"MUSE": "STAT", "MANGA": "IVAR"}.get(layout, "noise (STAT, VAR, IVAR or ERR)")
+        ivar = _estimated_weights(flux, ivar, where(path, flabel), missing)
     if not np.any(ivar > 0):
         raise InputError(
             f"{where(path, flabel)}: every pixel is masked, has no positive variance or is non-finite"

@@ -496,3 +496,62 @@ def test_manga_bad_auxiliary_extensions(tmp_path):
     with pytest.raises(InputError) as e:
         read_cube(p)
     assert_one_line(e, "s.fits[SPECRES]")
+
+
+# ---------------------------------------------------------------------------------------
+# hostile headers and missing noise (issue 13)
+
+
+def test_no_noise_hdu_gives_der_snr_variance_per_spaxel(tmp_path):
+    """Without a noise HDU each spaxel gets 1 / DER_SNR(noise)^2, with a warning naming file and HDU."""
+    nw = 600
+    rng = np.random.default_rng(30)
+    sigma = rng.uniform(0.5, 3.0, (NY, NX))  # known white noise, different per spaxel
+    flux = 50.0 + np.sin(np.arange(nw) / 40.0)[:, None, None] + rng.normal(size=(nw, NY, NX)) * sigma
+    flux[5, 1, 1] = np.nan
+    h = generic_header(crval=5000.0, cdelt=1.0, crpix=1.0)
+    path = write_generic(tmp_path / "g.fits", flux, h)
+    with pytest.warns(UserWarning, match=r"g\.fits\[PRIMARY\]: no noise .*HDU.*DER_SNR"):
+        cube = read_cube(path)
+    assert cube.ivar[5, 1, 1] == 0.0 and cube.flux[5, 1, 1] == 0.0
+    good = cube.ivar > 0
+    for y, x in np.ndindex(NY, NX):  # one constant variance per spaxel
+        assert np.ptp(cube.ivar[:, y, x][good[:, y, x]]) == 0.0
+    np.testing.assert_allclose(1.0 / np.sqrt(cube.ivar[0]), sigma, rtol=0.1)
+    # MUSE without STAT: the warning names STAT
+    stat = np.ones_like(flux)
+    muse = write_muse(tmp_path / "m.fits", np.nan_to_num(flux), stat, None)
+    with fits.open(muse) as hdul:
+        fits.HDUList([hdul[0], hdul["DATA"]]).writeto(tmp_path / "m_nostat.fits")
+    with pytest.warns(UserWarning, match=r"m_nostat\.fits\[DATA\]: no STAT HDU"):
+        cube = read_cube(tmp_path / "m_nostat.fits")
+    assert cube.layout == "MUSE"
+    np.testing.assert_allclose(1.0 / np.sqrt(cube.ivar[0]), sigma, rtol=0.1)
+
+
+@pytest.mark.parametrize("cd, key", [(True, "CD3_3"), (False, "CDELT3")])
+def test_degenerate_spectral_step(tmp_path, cd, key):
+    """A zero step must not become astropy's silent 1 A (or 1 m) per pixel."""
+    h = generic_header(cd=cd, cdelt=0.0)
+    p = write_generic(tmp_path / "z.fits", rng_cube(31), h, np.ones((NW, NY, NX)), "VAR")
+    with pytest.raises(InputError) as e:
+        read_cube(p)
+    assert_one_line(e, "z.fits[PRIMARY]", "degenerate spectral WCS", key)
+
+
+def test_degenerate_wavelengths(tmp_path):
+    h = generic_header(crval=-5000.0, cdelt=1.0)  # negative wavelengths
+    p = write_generic(tmp_path / "n.fits", rng_cube(32), h, np.ones((NW, NY, NX)), "VAR")
+    with pytest.raises(InputError) as e:
+        read_cube(p)
+    assert_one_line(e, "n.fits[PRIMARY]", "degenerate spectral WCS", "non-positive")
+
+
+def test_no_celestial_wcs(tmp_path):
+    """No CTYPE1/CTYPE2: refused when reading, before any fit (the maps need sky coordinates)."""
+    h = generic_header()
+    del h["CTYPE1"], h["CTYPE2"]
+    p = write_generic(tmp_path / "s.fits", rng_cube(33), h, np.ones((NW, NY, NX)), "VAR")
+    with pytest.raises(InputError) as e:
+        read_cube(p)
+    assert_one_line(e, "s.fits[PRIMARY]", "celestial", "CTYPE1", "CTYPE2")
