@@ -7,14 +7,19 @@ standard error and exit with status 2, without a traceback; nothing is overwritt
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import math
+import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
 from . import __version__
 from .constants import C_KMS
-from .errors import InputError
+from .errors import InputError, ResultWarning
 
 #: settings of ``cube3d.spatial.GPConfig`` offered on the command line (kept equal to
 #: ``cube3d.spatial.config.TIERS``/``SOLVERS``/``MEANS``; not imported here so that
@@ -105,7 +110,8 @@ def _add_fit_options(p, demo=False):
         g.add_argument("--redshift", "-z", type=float, required=True,
                        help="galaxy redshift; spectra are de-redshifted with it and V is relative to it (km/s)")
         g.add_argument("-o", "--output", required=True, metavar="MAPS.fits", help="output FITS file of kinematic maps")
-    g.add_argument("--overwrite", action="store_true", help="replace the output file if it exists (default: refuse)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the output files if they exist (default: refuse)")
     g.add_argument("--layout", default="auto", choices=["auto", "MUSE", "MANGA", "GENERIC"],
                    help="cube layout (default: detected from the HDU names)")
     g.add_argument("--model-cube", action="store_true",
@@ -131,8 +137,9 @@ def _add_fit_options(p, demo=False):
     r.add_argument("--no-emission-mask", action="store_true",
                    help="do not mask the standard emission and sky lines")
     f = p.add_argument_group("fit")
-    f.add_argument("--moments", type=int, default=4, choices=[2, 3, 4, 5, 6],
-                   help="Gauss-Hermite moments: 2 = V, sigma; 4 = V, sigma, h3, h4; up to 6 (default 4)")
+    default_moments = 2 if demo else 4
+    f.add_argument("--moments", type=int, default=default_moments, choices=[2, 3, 4, 5, 6],
+                   help=f"Gauss-Hermite moments: 2 = V, sigma; 4 = V, sigma, h3, h4; up to 6 (default {default_moments})")
     f.add_argument("--losvd", default="gauss_hermite", choices=["gauss_hermite", "sanders_evans"],
                    help="LOSVD family (default gauss_hermite; sanders_evans is non-negative everywhere)")
     f.add_argument("--degree", type=int, default=4, help="additive Legendre polynomial degree, -1 for none (default 4)")
@@ -174,6 +181,7 @@ def build_parser():
                     help="output image; the spectrum panel goes to <stem>_spectrum<suffix>")
     pp.add_argument("--bin", type=int, default=None, help="bin index for the spectrum panel (default: highest S/N)")
     pp.add_argument("--errors", action="store_true", help="also draw the error maps")
+    pp.add_argument("--overwrite", action="store_true", help="replace the images if they exist (default: refuse)")
 
     pd = sub.add_parser("demo", help="fit the bundled real MUSE cutout (Abell 478 BCG) end to end",
                         description="Fit the bundled MUSE cutout of the Abell 478 brightest cluster galaxy with the "
@@ -187,7 +195,7 @@ def build_parser():
                     help=f"redshift (default {DEMO_REDSHIFT}, the galaxy's own; the cluster's catalogue value "
                          f"{CLUSTER_REDSHIFT} puts the galaxy at about -650 km/s)")
     _add_fit_options(pd, demo=True)
-    pd.set_defaults(moments=2, overwrite=True)  # target S/N: DEMO_TARGET_SN unless --gp (_cmd_demo)
+    # target S/N: DEMO_TARGET_SN unless --gp (_cmd_demo)
     return parser
 
 
@@ -211,18 +219,49 @@ def _progress(quiet):
     return update, close
 
 
-def _check_output(path, overwrite, model_cube=False):
-    """Refuse, before any work, an output that exists (without --overwrite) or has no directory."""
-    from .maps import model_path_for
+def _same_file(a, b):
+    """True when the paths name one file, however reached (``..``, symlinks, hard links)."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
 
-    path = Path(path)
-    for target in [path] + ([model_path_for(path)] if model_cube else []):
+
+def _input_files(inputs):
+    """The files among ``inputs`` (a templates folder counts with every file in it)."""
+    files = []
+    for item in inputs:
+        if item is None or not isinstance(item, (str, os.PathLike)):
+            continue
+        p = Path(item)
+        files.extend(sorted(p.iterdir()) if p.is_dir() else [p])
+    return files
+
+
+def _check_outputs(targets, overwrite, inputs=()):
+    """Refuse, before any work, an output that exists (without --overwrite), has no
+    directory, is a directory, or is one of the inputs (never overwrite the data)."""
+    sources = _input_files(inputs)
+    for target in map(Path, targets):
+        for source in sources:
+            if _same_file(target, source):
+                raise InputError(f"output {target} is the input {source}; choose another output name")
         if target.is_dir():
             raise InputError(f"output {target} is a directory")
         if target.exists() and not overwrite:
             raise InputError(f"output {target} exists; pass --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise InputError(f"output directory {path.parent} does not exist")
+        if not target.parent.is_dir():
+            raise InputError(f"output directory {target.parent} does not exist")
+
+
+def _check_output(path, overwrite, model_cube=False, inputs=()):
+    """:func:`_check_outputs` for a maps file (and its model cube)."""
+    from .maps import model_path_for
+
+    path = Path(path)
+    if path.name.lower().endswith(".gz") and not path.name.lower().endswith(".fits.gz"):
+        raise InputError(f"output {path}: a compressed maps file must end in .fits.gz")
+    _check_outputs([path] + ([model_path_for(path)] if model_cube else []), overwrite, inputs)
 
 
 def configs_from_args(args, lsf):
@@ -249,7 +288,7 @@ def _run_fit(args, cube, templates, output, lsf):
     gp = gp_config_from_args(args)
     prepare, fit = configs_from_args(args, lsf)
     check_gp_request(gp, prepare.target_sn)
-    _check_output(output, args.overwrite, args.model_cube)
+    _check_output(output, args.overwrite, args.model_cube, inputs=(cube, templates, lsf))
     update, close = _progress(args.quiet)
     log = None if args.quiet else (lambda msg: print(f"cube3d: {msg}", file=sys.stderr))
     try:
@@ -292,6 +331,8 @@ def _cmd_plot(args):
         if fmt not in FigureCanvasBase.get_supported_filetypes():
             raise InputError(f"--output: unsupported image format {out.suffix!r} in {out} (use .png, .pdf or .svg)")
     maps = read_maps(path)
+    spec_out = out.with_name(f"{out.stem}_spectrum{out.suffix or '.png'}")
+    _check_outputs([out] + ([spec_out] if maps.spectra is not None else []), args.overwrite, inputs=(path,))
     if maps.spectra is not None and args.bin is not None:
         n_bin = maps.spectra["SPEC"].shape[0]
         if not 0 <= args.bin < n_bin:
@@ -299,7 +340,6 @@ def _cmd_plot(args):
     plot_maps(maps, out, errors=args.errors)
     print(f"cube3d: wrote {out}", file=sys.stderr)
     if maps.spectra is not None:
-        spec_out = out.with_name(f"{out.stem}_spectrum{out.suffix or '.png'}")
         plot_spectrum_fit(maps, spec_out, bin_index=args.bin)
         print(f"cube3d: wrote {spec_out}", file=sys.stderr)
 
@@ -318,6 +358,7 @@ def _cmd_demo(args):
     except OSError as exc:
         raise InputError(f"--outdir: cannot create {outdir} ({exc.strerror or exc})") from None
     output = outdir / "maps.fits"
+    _check_outputs([outdir / "maps.png", outdir / "spectrum.png"], args.overwrite)
     if args.target_sn is None and not args.gp:
         args.target_sn = DEMO_TARGET_SN
     maps = _run_fit(args, datasets.demo_cube_path(), datasets.demo_templates_dir(), output,
@@ -348,13 +389,41 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else 2
-    with warnings.catch_warnings():
-        warnings.showwarning = _show_warning
+    quiet = bool(getattr(args, "quiet", False))
+    with warnings.catch_warnings(), _terminate_on_sigterm():
+        warnings.showwarning = functools.partial(_show_warning, quiet=quiet)
         return _dispatch(args)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    """Python warnings as one plain line, ``cube3d: warning: ...`` (no source path or code)."""
+class Terminated(BaseException):
+    """SIGTERM received: unwinds like Ctrl-C, so temporary files are removed."""
+
+
+@contextlib.contextmanager
+def _terminate_on_sigterm():
+    """Turn SIGTERM into :class:`Terminated` while a command runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None, *, quiet=False):
+    """Python warnings as one plain line, ``cube3d: warning: ...`` (no source path or code).
+
+    With ``--quiet`` only :class:`cube3d.errors.ResultWarning` (the results are affected:
+    see the FLAG map) is printed.
+    """
+    if quiet and not issubclass(category, ResultWarning):
+        return
     text = " ".join(str(message).split())
     print(f"cube3d: warning: {text}", file=sys.stderr)
 
@@ -376,6 +445,9 @@ def _dispatch(args):
     except KeyboardInterrupt:
         print("cube3d: interrupted; no output written", file=sys.stderr)
         return 130
+    except Terminated:
+        print("cube3d: terminated; no output written", file=sys.stderr)
+        return 143
     return 0
 
 

@@ -228,6 +228,9 @@ def validate_config(config):
         raise InputError(f"--clip: must be a positive number of sigmas, got {config.clip}")
     if not positive(config.sigma_start):
         raise InputError(f"--sigma-start: must be a positive number of km/s, got {config.sigma_start}")
+    if not (positive(config.sigma_max) and config.sigma_start < config.sigma_max):
+        raise InputError(f"--sigma-start: must lie below the dispersion bound sigma_max = {config.sigma_max:g} km/s, "
+                         f"got {config.sigma_start:g}")
     if not (integer(config.chunk_size) and config.chunk_size >= 1):
         raise InputError(f"--chunk-size: must be a positive integer, got {config.chunk_size}")
     if not (integer(config.n_iter) and config.n_iter >= 1):

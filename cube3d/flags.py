@@ -1,9 +1,12 @@
 """The FLAG bitmask of the maps: what each bit means, and the one place that sets them.
 
 FLAG 0 means: the spectrum was fitted, its moments, errors and chi^2 are finite, the
-iteration converged (:attr:`cube3d.fit.FitResult.converged`), no kinematic parameter
-sits on a fit bound, the S/N is above the requested minimum, and outlier clipping kept
-most pixels.  Every other case sets the bit below (several may be set at once).
+iteration converged (:attr:`cube3d.fit.FitResult.converged`), the data constrain the
+LOSVD (every error below the range its parameter may take, and a chi^2 that is not
+degenerate, i.e. not ~0 as for a featureless or noiseless spectrum), no kinematic
+parameter sits on a fit bound, the S/N is above the requested minimum, and outlier
+clipping kept most pixels.  Every other case sets the bit below (several may be set at
+once); :func:`spectrum_flags` is the only place that sets them.
 
 ====  =====  =====================================================================
 bit   value  meaning
@@ -14,6 +17,8 @@ bit   value  meaning
 3     8      a kinematic parameter sits at its bound (e.g. sigma at its limit)
 4     16     low S/N: below the requested minimum S/N
 5     32     outlier clipping rejected more than ``CLIP_FLAG_FRACTION`` of the pixels
+6     64     unconstrained: an error exceeds its parameter's range (V_ERR > v_range,
+             SIGMA_ERR > sigma_max, h_m errors > h_bound) or reduced chi^2 < 1e-6
 ====  =====  =====================================================================
 """
 
@@ -28,9 +33,11 @@ __all__ = [
     "FLAG_AT_BOUND",
     "FLAG_LOW_SNR",
     "FLAG_CLIPPED",
+    "FLAG_UNCONSTRAINED",
     "FLAG_BITS",
     "CLIP_FLAG_FRACTION",
     "at_bound",
+    "unconstrained",
     "spectrum_flags",
 ]
 
@@ -40,6 +47,9 @@ FLAG_NONFINITE = 4
 FLAG_AT_BOUND = 8
 FLAG_LOW_SNR = 16
 FLAG_CLIPPED = 32
+FLAG_UNCONSTRAINED = 64
+#: reduced chi^2 below this is degenerate (the model reproduces the data exactly)
+DEGENERATE_CHI2 = 1e-6
 #: fraction of a spectrum's usable pixels that clipping may reject before FLAG_CLIPPED is set
 CLIP_FLAG_FRACTION = 0.1
 #: value -> meaning of every FLAG bit (also written to the FLAG HDU header).
@@ -50,6 +60,7 @@ FLAG_BITS = {
     FLAG_AT_BOUND: "kinematic parameter at its bound",
     FLAG_LOW_SNR: "S/N below the requested minimum",
     FLAG_CLIPPED: "many pixels rejected by clipping",
+    FLAG_UNCONSTRAINED: "unconstrained: errors beyond the parameter range or degenerate chi2",
 }
 
 
@@ -89,6 +100,36 @@ def at_bound(result, config, velscale):
     return flags & result.ok
 
 
+def unconstrained(result, config):
+    """Spectra whose data do not constrain the LOSVD: an error wider than the range its
+    parameter may take, or a degenerate (~0) reduced chi^2.
+
+    Parameters
+    ----------
+    result : cube3d.fit.FitResult
+    config : cube3d.fit.FitConfig
+
+    Returns
+    -------
+    numpy.ndarray of bool, (n_spec,)
+        False for failed fits (flagged as non-finite instead).
+    """
+    err = np.asarray(result.errors)
+    ranges = np.full(err.shape[1], np.inf)
+    ranges[0], ranges[1] = config.v_range, config.sigma_max
+    if config.losvd == "gauss_hermite":
+        ranges[2:] = config.h_bound
+    else:
+        from .losvd import sanders_evans_bounds  # JAX: only when needed
+
+        lo, hi = (np.asarray(b, float) for b in sanders_evans_bounds())
+        ranges[2:] = hi - lo
+    with np.errstate(invalid="ignore"):
+        wide = np.any(err > ranges[None, :], axis=1)
+        degenerate = np.asarray(result.chi2) < DEGENERATE_CHI2
+    return (wide | degenerate) & np.asarray(result.ok)
+
+
 def spectrum_flags(result, config, velscale, snr, min_sn=0.0):
     """The FLAG bits of every fitted spectrum (the rule of the module docstring).
 
@@ -114,4 +155,5 @@ def spectrum_flags(result, config, velscale, snr, min_sn=0.0):
     flags |= np.where(at_bound(result, config, velscale), FLAG_AT_BOUND, 0).astype(np.int32)
     flags |= np.where(np.asarray(snr) < min_sn, FLAG_LOW_SNR, 0).astype(np.int32)
     flags |= np.where(np.asarray(result.clipped_fraction) > CLIP_FLAG_FRACTION, FLAG_CLIPPED, 0).astype(np.int32)
+    flags |= np.where(unconstrained(result, config), FLAG_UNCONSTRAINED, 0).astype(np.int32)
     return flags

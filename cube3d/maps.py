@@ -29,6 +29,7 @@ FLAG bits (0 = good fit): see :mod:`cube3d.flags`, which defines and sets them.
 from __future__ import annotations
 
 import datetime
+import gzip
 import json
 import math
 import os
@@ -293,8 +294,11 @@ def _header_to_meta(header):
 
 
 def model_path_for(path):
-    """Return the model-cube path that goes with a maps file: ``<stem>_model.fits``."""
+    """Return the model-cube path that goes with a maps file: ``<stem>_model.fits``
+    (``maps.fits`` -> ``maps_model.fits``; ``maps.fits.gz`` -> ``maps_model.fits.gz``)."""
     path = Path(path)
+    if path.name.lower().endswith(".fits.gz"):
+        return path.with_name(path.name[: -len(".fits.gz")] + "_model.fits.gz")
     return path.with_name(path.stem + "_model.fits")
 
 
@@ -364,16 +368,52 @@ def _model_hdulist(model_cube, cube_header, shape2d):
     return fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data=model.astype(np.float32), header=hdr, name="MODEL")])
 
 
+def _temp_prefix(path):
+    """Prefix of the temporary files written next to ``path`` by this process."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def remove_stale_temps(path):
+    """Remove temporary files left next to ``path`` by writers that no longer run (a
+    ``kill -9`` or a power cut); the writer's process id is part of the name."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\..*\.tmp$")
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match and not _process_alive(int(match.group(1))):
+            _unlink_quietly(entry)
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def _atomic_write(hdul, path):
-    """Write an HDUList to a temporary file next to ``path``; return the temp path."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write an HDUList to a temporary file next to ``path``; return the temp path.
+
+    A name ending in ``.gz`` is written gzip-compressed (as astropy reads it back).
+    """
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         # mkstemp creates the file 0600; give it the permissions a plain open() would.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as fh:
-            hdul.writeto(fh)
+            if path.name.lower().endswith(".gz"):
+                with gzip.GzipFile(filename=path.name[:-3], mode="wb", fileobj=fh) as gz:
+                    hdul.writeto(gz)
+            else:
+                hdul.writeto(fh)
             fh.flush()
             os.fsync(fh.fileno())
     except BaseException:
@@ -453,6 +493,8 @@ def write_maps(maps, path, overwrite=False, model_cube=None, cube_header=None):
             raise InputError(f"{target}: is a directory")
     if not path.parent.is_dir():
         raise InputError(f"{path.parent}: output directory does not exist")
+    for target in targets:
+        remove_stale_temps(target)
 
     hduls = [_build_hdulist(maps)]
     if model_cube is not None:

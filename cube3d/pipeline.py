@@ -25,15 +25,23 @@ every spaxel is fitted alone first and the GP posterior then replaces the main m
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
 from . import __version__
-from .errors import InputError
+from .errors import InputError, ResultWarning
 from .fit import FitConfig, FitResult, fit_spectra, validate_config
-from .flags import FLAG_NOT_FITTED, spectrum_flags
+from .flags import (
+    CLIP_FLAG_FRACTION,
+    FLAG_CLIPPED,
+    FLAG_NOT_FITTED,
+    FLAG_UNCONSTRAINED,
+    spectrum_flags,
+    unconstrained,
+)
 from .io import read_cube
 from .maps import KinematicMaps
 from .precision import enable_x64
@@ -135,6 +143,22 @@ def model_cube(prepared: PreparedData, result: FitResult) -> np.ndarray:
     return np.moveaxis(out, -1, 0).astype(np.float32)
 
 
+def _warn_about_results(result, fit: FitConfig):
+    """One :class:`~cube3d.errors.ResultWarning` per kind of problem that affects many
+    spectra (the FLAG map has the details per spaxel)."""
+    n = int(result.ok.sum())
+    clipped = int((np.asarray(result.clipped_fraction) > CLIP_FLAG_FRACTION).sum())
+    if clipped:
+        warnings.warn(f"--clip {fit.clip:g}: clipping rejected more than {CLIP_FLAG_FRACTION:.0%} of the pixels "
+                      f"of {clipped} of {n} spectra (FLAG {FLAG_CLIPPED}); a threshold of 3 or more keeps noise",
+                      ResultWarning, stacklevel=3)
+    loose = int(unconstrained(result, fit).sum())
+    if loose:
+        warnings.warn(f"{loose} of {n} spectra do not constrain the LOSVD (errors wider than the parameter range "
+                      f"or a degenerate chi2; FLAG {FLAG_UNCONSTRAINED}): featureless, noiseless or corrupt spectra",
+                      ResultWarning, stacklevel=3)
+
+
 def config_meta(prepare: PrepareConfig, fit: FitConfig) -> dict:
     """The settings of a run as maps-header provenance: one key per config field, named
     as the field (and the command-line option): ``moments``, ``losvd``, ``clip``, ``min_sn``..."""
@@ -215,9 +239,13 @@ def run_fit(cube_path, templates, redshift: float, prepare: PrepareConfig = Prep
         f"median S/N {np.nanmedian(prepared.snr):.1f} [{time.perf_counter() - t0:.1f} s]"
     )
     result = fit_spectra(prepared, fit, progress=progress)
-    n_conv = int((result.converged & result.ok).sum())
-    say(f"fitted {int(result.ok.sum())}/{prepared.n_spec} spectra, {n_conv} converged "
-        f"[{time.perf_counter() - t0:.1f} s]")
+    n_ok, n_conv = int(result.ok.sum()), int((result.converged & result.ok).sum())
+    say(f"fitted {n_ok}/{prepared.n_spec} spectra, {n_conv} converged [{time.perf_counter() - t0:.1f} s]")
+    if n_ok == 0:
+        raise InputError(f"{cube_path}: none of the {prepared.n_spec} spectra could be fitted (too few usable "
+                         f"pixels at --velscale {prepared.velscale:.4g} km/s over {prepared.n_pix} pixels, "
+                         "or every pixel masked); nothing written")
+    _warn_about_results(result, fit)
     meta = {
         **config_meta(prepare, fit),  # the settings asked for; below, what they resolved to
         "input": str(Path(cube_path).resolve()),

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import InputError
-from ..flags import at_bound
+from ..flags import at_bound, unconstrained
 
 __all__ = ["SpaxelEstimates", "spaxel_estimates", "gp_estimates"]
 
@@ -30,9 +30,9 @@ class SpaxelEstimates(NamedTuple):
 def spaxel_estimates(prepared, fit_result, fit_config=None) -> SpaxelEstimates:
     """Per-spaxel values, errors and a usable-mask on the grid from an unbinned fit.
 
-    Spaxels that were not fitted, failed, or sit on a fit bound (their Laplace error is
-    meaningless there; needs ``fit_config``) are unobserved for the GP; it still predicts
-    there.
+    Spaxels that were not fitted, failed, sit on a fit bound or are unconstrained by their
+    data (their Laplace error is meaningless there; both need ``fit_config``;
+    :mod:`cube3d.flags`) are unobserved for the GP; it still predicts there.
     """
     bin_id = np.asarray(prepared.bin_id)
     fitted = bin_id >= 0
@@ -46,6 +46,7 @@ def spaxel_estimates(prepared, fit_result, fit_config=None) -> SpaxelEstimates:
     ok = np.asarray(fit_result.ok)[idx] & fitted
     if fit_config is not None:
         ok &= ~np.asarray(at_bound(fit_result, fit_config, prepared.velscale))[idx]
+        ok &= ~np.asarray(unconstrained(fit_result, fit_config))[idx]
     return SpaxelEstimates(values, errors, ok)
 
 

@@ -32,7 +32,7 @@ from astropy.wcs import WCS
 pytest.importorskip("ppxf")
 from ppxf.ppxf import ppxf  # noqa: E402
 
-from cube3d.fit import FitConfig, fit_spectra  # noqa: E402
+from cube3d.fit import FitConfig, FitInput, fit_spectra  # noqa: E402
 from cube3d.io import Cube, read_cube  # noqa: E402
 from cube3d.prepare import prepare_cube  # noqa: E402
 from cube3d.templates import load_templates  # noqa: E402
