@@ -8,6 +8,8 @@ at your entry point for the documented accuracy.
 from .anisotropy import Anisotropy, BaesVanHese, ConstantBeta, Isotropic, OsipkovMerritt
 from .constants import G
 from .jeans import sigma_los, sigma_r
+from .mge import MGE, fit_mge, fit_mge_weights
+from .jam import JamSettings, bin_average, jam_velocity, jam_vrms, rotate_sky
 from .jfactor import d_factor, j_factor
 from .virial import kurtosis_los, sigma_los4, virial_shape_parameters
 from .profiles import (
@@ -45,4 +47,12 @@ __all__ = [
     "virial_shape_parameters",
     "j_factor",
     "d_factor",
+    "MGE",
+    "fit_mge",
+    "fit_mge_weights",
+    "jam_vrms",
+    "jam_velocity",
+    "JamSettings",
+    "rotate_sky",
+    "bin_average",
 ]

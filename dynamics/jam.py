@@ -1,0 +1,353 @@
+"""Axisymmetric Jeans Anisotropic Models (JAM) of MGEs: V_rms and first-moment maps.
+
+Public entry points :func:`jam_vrms` and :func:`jam_velocity`.  The physics of the
+cylindrically aligned model is in :mod:`dynamics.jam_cyl` (Cappellari 2008, MNRAS 390,
+71), the PSF and spaxel convolution in :mod:`dynamics.jam_psf` (C08 Appendix A).
+
+Coordinates (see ``CONVENTIONS.md``): sky positions ``x`` along the projected major
+axis (towards the receding side), ``y`` along the projected minor axis, both in kpc
+from the galaxy centre; inclination in degrees (90 = edge-on); velocities in km/s.
+Every function is jit/vmap/grad-able in every float argument; shapes, the PSF being
+present and the quadrature settings are static.  Checks of concrete arguments raise
+``ValueError`` naming the argument; under ``jit`` nothing is checked.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy
+
+from .mge import MGE, check_mge, fit_mge_weights, _check_inclination
+from .constants import DEG
+from .profiles.base import Profile, _is_concrete
+from .profiles.composite import Composite
+from . import jam_cyl
+from .jam_psf import grid_convolve, grid_size, pixel_average_nodes
+
+__all__ = ["jam_vrms", "jam_velocity", "JamSettings", "rotate_sky", "bin_average"]
+
+_BATCH = 128                 # points per lax.map batch (bounds memory)
+
+
+class JamSettings(NamedTuple):
+    """Static numerical settings of JAM (hashable; pass as ``settings=``).
+
+    quad : (panels, order) of the per-pair ``v`` quadrature (:mod:`dynamics.jam_cyl`);
+        (8, 8) gives ~1e-12 relative, (4, 6) ~1e-6.
+    psf_step : PSF grid step in units of the smallest PSF dispersion (0.5: ~1e-10).
+    psf_grid : grid steps per half axis when the inputs are traced (otherwise derived
+        from ``psf_step``).
+    los : (panels, order) of the line-of-sight rule of the first moment.
+    halo_gaussians : Gaussians per spherical mass component (:func:`fit_mge_weights`).
+    halo_range : (r_min, r_max) kpc of that fit; None: from the tracer MGE and the data.
+    """
+
+    quad: tuple = jam_cyl.QUAD
+    psf_step: float = 0.5
+    psf_grid: int = 64
+    los: tuple = (8, 12)
+    halo_gaussians: int = 32
+    halo_range: tuple = None
+
+
+# ----------------------------------------------------------------------------- helpers
+def rotate_sky(dx, dy, pa):
+    """Rotate sky offsets into the galaxy frame.
+
+    ``dx`` = offset along RA cos(Dec) (east positive), ``dy`` along Dec (north), any
+    units; ``pa`` the position angle of the projected major axis in degrees east of
+    north (towards the receding side).  Returns ``(x, y)`` with ``x`` along the major
+    axis (positive at ``pa``) and ``y`` along the minor axis (90 deg counter-clockwise
+    from x on the sky).
+    """
+    a = jnp.asarray(pa) * DEG
+    x = dx * jnp.sin(a) + dy * jnp.cos(a)
+    y = -dx * jnp.cos(a) + dy * jnp.sin(a)
+    return x, y
+
+
+def bin_average(values, weights, binid, n_bins):
+    """Weighted average of a model over bins (Voronoi BINID; ``binid < 0`` ignored).
+
+    ``values``, ``weights`` (e.g. the surface brightness) and ``binid`` have one entry
+    per spaxel; ``n_bins`` static.  For V_rms average the second moments
+    (``bin_average(vrms**2, sb, ...)``, then sqrt), as jampy does.
+    """
+    binid = jnp.asarray(binid)
+    keep = binid >= 0
+    idx = jnp.where(keep, binid, 0)
+    w = jnp.where(keep, weights, 0.0)
+    num = jax.ops.segment_sum(w * values, idx, num_segments=n_bins)
+    den = jax.ops.segment_sum(w, idx, num_segments=n_bins)
+    return num / den
+
+
+def _concrete(*xs):
+    return all(_is_concrete(x) for x in xs)
+
+
+def _check_points(x, y):
+    x = jnp.asarray(x, dtype=float)
+    y = jnp.asarray(y, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have one shape, got {x.shape} and {y.shape}")
+    for name, v in (("x", x), ("y", y)):
+        if _is_concrete(v) and not numpy.all(numpy.isfinite(numpy.asarray(v))):
+            raise ValueError(f"{name} must be finite")
+    return x, y
+
+
+def _per_gaussian(value, n, name, ok, what):
+    value = jnp.asarray(value, dtype=float)
+    if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != n):
+        raise ValueError(f"{name} must be a scalar or one value per tracer Gaussian ({n}), got shape {value.shape}")
+    if _is_concrete(value):
+        v = numpy.asarray(value)
+        if not numpy.all(numpy.isfinite(v) & ok(v)):
+            raise ValueError(f"{name} must be finite and {what}, got {v!r}")
+    return jnp.broadcast_to(value, (n,))
+
+
+def _check_psf(psf_sigma, psf_weight, pixel_size):
+    s = jnp.atleast_1d(jnp.asarray(psf_sigma, dtype=float))
+    if s.ndim != 1:
+        raise ValueError(f"psf_sigma must be a scalar or a 1-D array, got shape {s.shape}")
+    w = jnp.ones_like(s) if psf_weight is None else jnp.atleast_1d(jnp.asarray(psf_weight, dtype=float))
+    if w.shape != s.shape:
+        raise ValueError(f"psf_weight must match psf_sigma's length {s.shape[0]}, got shape {w.shape}")
+    if _is_concrete(s) and not numpy.all(numpy.isfinite(numpy.asarray(s)) & (numpy.asarray(s) >= 0)):
+        raise ValueError(f"psf_sigma must be finite and >= 0, got {numpy.asarray(s)!r}")
+    if _is_concrete(w) and not (numpy.all(numpy.isfinite(numpy.asarray(w)) & (numpy.asarray(w) >= 0))
+                                and numpy.sum(numpy.asarray(w)) > 0):
+        raise ValueError(f"psf_weight must be finite, >= 0 and not all zero, got {numpy.asarray(w)!r}")
+    p = jnp.asarray(pixel_size, dtype=float)
+    if p.ndim != 0:
+        raise ValueError(f"pixel_size must be a scalar, got shape {p.shape}")
+    if _is_concrete(p) and not (numpy.isfinite(float(p)) and float(p) >= 0):
+        raise ValueError(f"pixel_size must be finite and >= 0, got {float(p)!r}")
+    return s, w / jnp.sum(w), p
+
+
+def _halo_range(tracer, x, y, settings):
+    if settings.halo_range is not None:
+        return settings.halo_range
+    if not _concrete(tracer.sigma, x, y):
+        raise ValueError("spherical mass components need JamSettings(halo_range=(r_min, r_max)) "
+                         "when the tracer widths or the sky positions are traced")
+    s = numpy.asarray(tracer.sigma)
+    r_out = max(float(numpy.max(numpy.hypot(numpy.asarray(x), numpy.asarray(y)))), float(s.max()))
+    return (float(s.min()) / 10.0, 10.0 * r_out)
+
+
+def _mass_gaussians(mass, tracer, x, y, inclination, m_bh, settings):
+    """(M_j, s_j, e2_j, point_j) of the mass model: MGEs deprojected, spheres fitted, BH."""
+    comps = mass.components if isinstance(mass, Composite) else (mass,)
+    if not all(isinstance(c, Profile) for c in comps):
+        raise ValueError(f"mass must be an MGE or a sum of an MGE and Profiles, got {type(mass).__name__}")
+    tot, sig, e2 = [], [], []
+    for c in comps:
+        if not isinstance(c, MGE):
+            lo, hi = _halo_range(tracer, x, y, settings)
+            c = fit_mge_weights(c, lo, hi, settings.halo_gaussians)
+            tot.append(c.total())
+            sig.append(c.sigma)
+            e2.append(jnp.zeros_like(c.sigma))
+            continue
+        _, q_int = c.deproject(inclination)
+        tot.append(c.total())
+        sig.append(c.sigma)
+        e2.append(1.0 - q_int**2)
+    m_bh = jnp.asarray(m_bh, dtype=float)
+    if m_bh.ndim != 0:
+        raise ValueError(f"m_bh must be a scalar, got shape {m_bh.shape}")
+    if _is_concrete(m_bh) and not (numpy.isfinite(float(m_bh)) and float(m_bh) >= 0):
+        raise ValueError(f"m_bh must be finite and >= 0, got {float(m_bh)!r}")
+    n = sum(t.shape[0] for t in tot)
+    point = numpy.zeros(n + 1, dtype=bool)
+    point[-1] = True
+    return (jnp.concatenate(tot + [m_bh[None]]), jnp.concatenate(sig + [jnp.ones(1)]),
+            jnp.concatenate(e2 + [jnp.zeros(1)]), jnp.asarray(point))
+
+
+def _setup(x, y, tracer, mass, inclination, beta, m_bh, psf_sigma, psf_weight, pixel_size, settings):
+    x, y = _check_points(x, y)
+    if not isinstance(tracer, MGE):
+        raise ValueError(f"tracer must be an MGE, got {type(tracer).__name__}")
+    inclination = jnp.asarray(inclination, dtype=float)
+    if inclination.ndim != 0:
+        raise ValueError(f"inclination must be a scalar, got shape {inclination.shape}")
+    _check_inclination(tracer.q, inclination)
+    nu0, p_k = tracer.deproject(inclination)
+    beta = _per_gaussian(beta, tracer.n, "beta", lambda v: v < 1, "< 1")
+    tr = (nu0, tracer.sigma, p_k, 1.0 / (1.0 - beta))
+    ms = _mass_gaussians(mass, tracer, x, y, inclination, m_bh, settings)
+    psf = _check_psf(psf_sigma, psf_weight, pixel_size)
+    return x, y, tr, ms, psf
+
+
+def _map_points(fn, x, y):
+    """Apply ``fn(x, y) -> tuple of scalars`` to every point (lax.map in batches)."""
+    shape = x.shape
+    xf, yf = x.reshape(-1), y.reshape(-1)
+    out = jax.lax.map(lambda p: fn(p[0], p[1]), (xf, yf), batch_size=min(_BATCH, max(xf.size, 1)))
+    return tuple(o.reshape(shape) for o in out)
+
+
+def _observe(fields, x, y, psf, settings, odd_x=None):
+    """Fields at the points, PSF/spaxel-convolved when a PSF or spaxels are given.
+
+    ``fields(x, y) -> tuple`` works point by point.  Returns a tuple of arrays of x's shape.
+    """
+    s, w, p = psf
+    has_psf = not (_is_concrete(s) and numpy.all(numpy.asarray(s) == 0))
+    has_pix = not (_is_concrete(p) and float(p) == 0)
+    if not has_psf and not has_pix:
+        return _map_points(fields, x, y)
+    shape = x.shape
+    xf, yf = x.reshape(-1), y.reshape(-1)
+    if not has_psf:                                   # spaxel average only (Gauss-Legendre)
+        xn, yn, ww = pixel_average_nodes(xf, yf, p)
+        vals = _map_points(fields, xn, yn)
+        return tuple(jnp.sum(v * ww, axis=-1).reshape(shape) for v in vals)
+    if _concrete(xf, yf, s, p):
+        n_half = grid_size(xf, yf, s, p, settings.psf_step * float(numpy.min(numpy.asarray(s))))
+    else:
+        n_half = settings.psf_grid
+
+    def on_grid(xg, yg):
+        return _map_points(fields, xg, yg)
+
+    out = grid_convolve(on_grid, xf, yf, s, w, p, has_pix, n_half, odd_x)
+    return tuple(o.reshape(shape) for o in out)
+
+
+# ----------------------------------------------------------------------------- V_rms
+def jam_vrms(x, y, tracer, mass, *, inclination, beta=0.0, m_bh=0.0, align="cyl", psf_sigma=0.0,
+             psf_weight=None, pixel_size=0.0, settings=JamSettings()):
+    """Root-mean-square line-of-sight velocity ``V_rms = sqrt(<v_los^2>)`` of a JAM model, km/s.
+
+    Parameters
+    ----------
+    x, y : array_like
+        Sky positions (kpc) along the projected major and minor axes (same shape).
+    tracer : MGE
+        Tracer surface brightness (any units per kpc^2).
+    mass : MGE or Profile sum
+        Mass model: an MGE (Msun/kpc^2, e.g. ``stars.scaled(ml)``), or a sum of MGEs and
+        spherical profiles (``stars.scaled(ml) + NFW(...)``); spherical profiles are
+        expanded with :func:`dynamics.fit_mge_weights` (differentiable).
+    inclination : float
+        Degrees, 90 = edge-on; every Gaussian needs ``q_obs^2 > cos^2 i``.
+    beta : float or array (n_tracer,)
+        ``beta_z = 1 - sigma_z^2 / sigma_R^2`` (cylindrical alignment), < 1.
+    m_bh : float
+        Black-hole mass (Msun), a point mass.
+    align : {"cyl"}
+        Velocity-ellipsoid alignment (only "cyl" is implemented).
+    psf_sigma, psf_weight : float or array (n_psf,)
+        PSF as a sum of circular Gaussians (kpc); weights normalised to 1.
+    pixel_size : float
+        Side of square spaxels (kpc) over which the model is averaged.
+    settings : JamSettings
+        Static numerical settings.
+
+    Returns
+    -------
+    jax.Array
+        V_rms in km/s, shape of ``x``.
+
+    References
+    ----------
+    Cappellari (2008), MNRAS 390, 71, eqs. 8, 9, 28 and Appendix A.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from dynamics import MGE, jam_vrms
+    >>> mge = MGE.from_observed([2e4, 3e3, 4e2], [0.3, 2.0, 8.0], [0.8, 0.7, 0.6], 16.5)
+    >>> x, y = jnp.meshgrid(jnp.linspace(-1, 1, 5), jnp.linspace(-1, 1, 5))
+    >>> v = jam_vrms(x, y, mge, mge.scaled(4.0), inclination=70.0, beta=0.2, m_bh=1e8)
+    """
+    if align != "cyl":
+        raise ValueError(f"align must be 'cyl' (spherical alignment is not implemented), got {align!r}")
+    x, y, tr, ms, psf = _setup(x, y, tracer, mass, inclination, beta, m_bh, psf_sigma, psf_weight,
+                               pixel_size, settings)
+    sin2 = jnp.sin(jnp.asarray(inclination) * DEG) ** 2
+    quad = settings.quad
+
+    def fields(xp, yp):
+        return (jam_cyl.projected_second_moment(xp, yp, tr, ms, sin2, quad),
+                jam_cyl.surface_brightness(xp, yp, tracer.surf, tracer.sigma, tracer.q))
+
+    num, den = _observe(fields, x, y, psf, settings)
+    return jnp.sqrt(num / den)
+
+
+# ----------------------------------------------------------------------------- first moment
+def safe_sqrt(x):
+    """``sqrt(max(x, 0))`` with a zero (finite) gradient where ``x <= 0``."""
+    pos = x > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
+
+
+def _los_nodes(d, s_min, s_max, q_min, los):
+    """Line-of-sight nodes ``z' = zeta sinh t`` on ``t`` in [-T, T] (dense near the centre)."""
+    from ._quadrature import gauss_legendre
+
+    m, k = los
+    zeta = 0.5 * jnp.maximum(d, s_min)
+    big = 12.0 * s_max / q_min
+    t_max = jnp.arcsinh(big / zeta)
+    tx, tw = gauss_legendre(k)
+    half = t_max / m
+    centres = -t_max + (2.0 * jnp.arange(m) + 1.0) * half
+    t = (centres[:, None] + half * jnp.asarray(tx)).reshape(-1)
+    wt = (half * jnp.broadcast_to(jnp.asarray(tw), (m, k))).reshape(-1)
+    return zeta * jnp.sinh(t), wt * zeta * jnp.cosh(t)
+
+
+def jam_velocity(x, y, tracer, mass, *, inclination, beta=0.0, kappa=1.0, m_bh=0.0, psf_sigma=0.0,
+                 psf_weight=None, pixel_size=0.0, settings=JamSettings()):
+    """First moment ``<v_los>`` (km/s) of the cylindrically aligned JAM model.
+
+    Each tracer Gaussian rotates with ``nu_k <v_phi>_k = kappa_k sqrt(nu_k max([nu v_phi^2]_k
+    - [nu sigma_phi^2]_k, 0))``, ``sigma_phi = sigma_R`` (Cappellari 2008 sec. 3.2, eqs.
+    34-35), ``[nu v_phi^2]_k - b_k [nu sigma_z^2]_k = R^2 sum_j C int (H - 2 b_k P F)
+    exp(-P R^2 - Q z^2) dv`` (see :mod:`dynamics.jam_cyl`).  ``<v_los> = sin i (x / R)
+    <v_phi>`` is integrated along the line of sight with ``z' = zeta sinh t`` on
+    ``settings.los`` Gauss-Legendre panels (the square-root kinks where the clipping
+    starts limit the convergence to about 1e-4..1e-6 relative at the default).  Positive
+    on the ``x > 0`` side for ``kappa > 0``.  Other parameters as :func:`jam_vrms`; the
+    gradient of the clipped square root is zero where it clips.
+    """
+    x, y, tr, ms, psf = _setup(x, y, tracer, mass, inclination, beta, m_bh, psf_sigma, psf_weight,
+                               pixel_size, settings)
+    kappa = _per_gaussian(kappa, tracer.n, "kappa", lambda v: numpy.ones_like(v, bool), "real")
+    inc = jnp.asarray(inclination) * DEG
+    si, ci = jnp.sin(inc), jnp.cos(inc)
+    nu0, s_k, p_k, b_k = tr
+    s_min, s_max, q_min = jnp.min(s_k), jnp.max(s_k), jnp.min(p_k)
+    quad = settings.quad
+
+    def rot_at(R, z):
+        d = jnp.sqrt(R**2 + z**2)
+        w, P, Q, F, H, C = jam_cyl._pair_terms(d, tr, ms, quad)
+        E = C * w * jnp.exp(-P * R**2 - Q * z**2)
+        excess = R**2 * jnp.sum(E * (H - 2.0 * b_k[:, None, None] * P * F), axis=(1, 2))   # (K,)
+        nu_k = nu0 * jnp.exp(-(R**2 + (z / p_k) ** 2) / (2.0 * s_k**2))
+        return jnp.sum(kappa * safe_sqrt(nu_k * excess))                              # nu <v_phi>
+
+    def fields(xp, yp):
+        d = jnp.sqrt(xp**2 + yp**2)
+        zp, wz = _los_nodes(d, s_min, s_max, q_min, settings.los)
+        yy = -yp * ci + zp * si
+        zz = yp * si + zp * ci
+        R = jnp.sqrt(xp**2 + yy**2)
+        R_safe = jnp.maximum(R, 1e-300)
+        vals = jax.vmap(rot_at)(R, zz) * xp / R_safe
+        return (si * jnp.sum(wz * vals),
+                jam_cyl.surface_brightness(xp, yp, tracer.surf, tracer.sigma, tracer.q))
+
+    num, den = _observe(fields, x, y, psf, settings, odd_x=(True, False))
+    return num / den
