@@ -30,6 +30,7 @@ __all__ = [
     "read_lsf_table",
     "muse_wfm_fwhm",
     "as_lsf",
+    "check_lsf_coverage",
     "rest_frame_fwhm",
     "gaussian_filter_variable",
     "match_resolution",
@@ -145,6 +146,41 @@ def as_lsf(lsf: Any, *, wave: np.ndarray | None = None) -> LineSpreadFunction:
     if w.size > 1 and np.any(np.diff(w) <= 0):
         raise InputError("--lsf: wavelengths must be strictly increasing")
     return LineSpreadFunction(w, f, "array")
+
+
+def check_lsf_coverage(lsf: LineSpreadFunction, lo: float, hi: float, tol: float = 0.0, *, name: str = "--lsf"):
+    """Raise :class:`InputError` unless a tabulated LSF covers the observed range ``lo``-``hi``.
+
+    Outside its table :class:`LineSpreadFunction` extrapolates a constant, which is
+    no measurement; ``tol`` (Angstrom, e.g. two of the cube's pixels) allows a small
+    extrapolation at each end.  A constant LSF (one value) covers everything.
+
+    Parameters
+    ----------
+    lsf : LineSpreadFunction
+    lo, hi : float
+        Observed-frame range fitted, Angstrom.
+    tol : float
+        Allowed extrapolation at each end, Angstrom.
+    name : str
+        The option named in the error.
+
+    Examples
+    --------
+    >>> lsf = as_lsf((np.array([1000.0, 2000.0]), np.array([2.5, 2.5])))
+    >>> check_lsf_coverage(lsf, 5150.0, 6000.0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    cube3d.errors.InputError: --lsf: the LSF (array) covers 1000.0-2000.0 A but the fit needs 5150.0-6000.0 A ...
+    """
+    if lsf.wave.size < 2:
+        return
+    w_lo, w_hi = float(lsf.wave[0]), float(lsf.wave[-1])
+    if lo < w_lo - tol or hi > w_hi + tol:
+        raise InputError(
+            f"{name}: the LSF ({lsf.source}) covers {w_lo:.1f}-{w_hi:.1f} A but the fit needs "
+            f"{lo:.1f}-{hi:.1f} A (observed frame); give an LSF table that covers the fitted range"
+        )
 
 
 def rest_frame_fwhm(lsf: Any, wave_rest: np.ndarray, redshift: float) -> np.ndarray:

@@ -30,7 +30,7 @@ from .constants import C_KMS
 from .basis import fit_stack, select_basis
 from .errors import InputError
 from .linemask import EMISSION_LINES_AIR, SKY_LINES_AIR, emission_line_mask
-from .lsf import LineSpreadFunction, as_lsf, match_resolution
+from .lsf import LineSpreadFunction, as_lsf, check_lsf_coverage, match_resolution
 from .rebin import log_grid, log_rebin, wave_edges
 from .templates import TemplateLibrary
 
@@ -43,9 +43,26 @@ __all__ = [
     "SKY_LINES_AIR",
     "emission_line_mask",
     "voronoi_bins",
+    "check_degrees",
+    "MAX_OVERSAMPLING",
+    "MIN_PIXELS",
+    "MAX_DEGREE",
     "select_basis",
     "fit_stack",
 ]
+
+#: ``--velscale`` may be at most this many times finer than the cube's smallest pixel
+MAX_OVERSAMPLING = 5.0
+
+#: fewest ln-lambda pixels a ``--velscale`` may leave in the fitted range
+MIN_PIXELS = 10
+
+#: highest ``--degree`` / ``--mdegree`` accepted (see :func:`check_degrees`)
+MAX_DEGREE = 50
+
+#: largest float32, the precision of the maps and of the WEIGHT spectra written
+_F32_MAX = float(np.finfo(np.float32).max)
+
 
 @dataclass(frozen=True)
 class PreparedData:
@@ -142,6 +159,7 @@ class _Spaxels(NamedTuple):
     med: np.ndarray  # (n_sp,), median flux over the fitted pixels
     snr: np.ndarray  # (n_sp,), median S/N per pixel over the fitted pixels
     n_good: np.ndarray  # (n_sp,) int, number of fitted pixels
+    representable: np.ndarray  # (n_sp,) bool, normalised spectrum and ivar finite and within float32
 
 
 class _Spectra(NamedTuple):
@@ -257,6 +275,65 @@ def _check_options(
             raise InputError(f"--wave-range: need 0 < min < max (Angstrom), got {lo}-{hi}")
     if not (0.0 <= min_good_fraction <= 1.0):
         raise InputError(f"min_good_fraction: must lie in [0, 1], got {min_good_fraction}")
+
+
+def check_degrees(n_pix: int, degree: int, mdegree: int, n_templates: int, n_moments: int) -> None:
+    """Reject polynomial degrees that the fitted pixels cannot support (``InputError``).
+
+    Call it after preparation, when the number of pixels and templates is known.
+
+    Parameters
+    ----------
+    n_pix : int
+        Pixels per prepared spectrum (:attr:`PreparedData.n_pix`).
+    degree : int
+        Additive polynomial degree (``--degree``; -1 = none, i.e. 0 coefficients).
+    mdegree : int
+        Multiplicative polynomial degree (``--mdegree``; 0 = none).
+    n_templates : int
+        Templates fitted (their weights are free parameters).
+    n_moments : int
+        LOSVD parameters (``--moments``).
+
+    Raises
+    ------
+    InputError
+        Naming ``--degree`` or ``--mdegree``: when either exceeds :data:`MAX_DEGREE`
+        (50), or when the free parameters ``degree + 1 + mdegree + n_templates +
+        n_moments`` exceed ``n_pix / 4``.
+
+    Notes
+    -----
+    A Legendre polynomial of degree ``d`` over ``n_pix`` pixels has features about
+    ``n_pix / d`` pixels wide.  Above degree 50 on a typical optical range
+    (~1000-4000 A) that is a few tens of Angstrom, the width of the stronger absorption
+    lines, so the polynomial absorbs the line profiles and with them the LOSVD (and
+    the linear solve becomes ill-conditioned and slow).  Four pixels per free
+    parameter keeps the fit well over-determined after masking and clipping.
+
+    Examples
+    --------
+    >>> check_degrees(2000, 4, 0, 10, 2)
+    >>> check_degrees(2000, 1000, 0, 10, 2)
+    Traceback (most recent call last):
+    ...
+    cube3d.errors.InputError: --degree: at most 50, got 1000 (a polynomial of higher degree varies on the scale of the absorption lines and absorbs the LOSVD)
+    """
+    for option, value in (("--degree", degree), ("--mdegree", mdegree)):
+        if value > MAX_DEGREE:
+            raise InputError(
+                f"{option}: at most {MAX_DEGREE}, got {value} (a polynomial of higher degree varies on the "
+                "scale of the absorption lines and absorbs the LOSVD)"
+            )
+    n_add = degree + 1 if degree >= 0 else 0
+    n_free = n_add + max(mdegree, 0) + n_templates + n_moments
+    if n_free > n_pix / 4:
+        option = "--degree" if n_add >= mdegree else "--mdegree"
+        raise InputError(
+            f"{option}: --degree {degree} and --mdegree {mdegree} with {n_templates} templates and "
+            f"{n_moments} LOSVD moments make {n_free} free parameters, more than a quarter of the {n_pix} "
+            f"fitted pixels ({n_pix / 4:g}); lower {option}"
+        )
 
 
 class PrepareConfig(NamedTuple):
@@ -418,6 +495,35 @@ def _native_velscale(edges_rest: np.ndarray, lo: float, hi: float) -> float:
     return float(C_KMS * np.min(np.log(edges_rest[1:] / edges_rest[:-1])[inside]))
 
 
+def _check_velscale(velscale: float, native: float, lo: float, hi: float, margin_kms: float, shrink: bool):
+    """Reject a ``--velscale`` (km/s) far finer than the cube's pixels or too coarse for the range.
+
+    Finer than ``native / MAX_OVERSAMPLING`` (``native``: the cube's smallest pixel
+    in km/s) only costs memory; coarser than leaves fewer than :data:`MIN_PIXELS`
+    pixels in ``lo``-``hi`` (rest-frame Angstrom; less the ``margin_kms`` template
+    margin on each side when ``shrink``).  Raises :class:`InputError` naming
+    ``--velscale``, before anything is allocated on the grid.
+    """
+    finest = native / MAX_OVERSAMPLING
+    if velscale < finest:
+        raise InputError(
+            f"--velscale: {velscale:g} km/s is more than {MAX_OVERSAMPLING:g} times finer than the cube's "
+            f"smallest pixel ({native:.2f} km/s in the fitted range), which adds no information and only "
+            f"costs memory; use at least {finest:.3g} km/s (or leave it out to use the cube's own)"
+        )
+    n_pix = np.log(hi / lo) / (velscale / C_KMS)
+    note = ""
+    if shrink:
+        n_pix -= 2 * int(np.ceil(margin_kms / velscale - 1e-9))
+        note = f", less the {margin_kms:g} km/s template margin on each side"
+    if n_pix < MIN_PIXELS:
+        raise InputError(
+            f"--velscale: a step of {velscale:g} km/s leaves {max(int(np.floor(n_pix)), 0)} pixels in the "
+            f"fitted range {lo:.1f}-{hi:.1f} A (rest frame{note}), fewer than {MIN_PIXELS}; use a smaller "
+            f"--velscale (the cube's pixels are {native:.2f} km/s)"
+        )
+
+
 def _shrink_by_margin(lo, hi, n_ext: int, step: float, margin_kms: float):
     """Shrink the cube-template overlap ``lo``-``hi`` (Angstrom) by ``n_ext`` pixels of ln-step ``step`` each side.
 
@@ -505,8 +611,11 @@ def _spectral_grid(edges_rest, tpl_edges, redshift, air, velscale, wave_range, m
     """
     frame = "air" if air else "vacuum"
     lo, hi = _fit_range(edges_rest, tpl_edges, wave_range, redshift, frame)
+    native = _native_velscale(edges_rest, lo, hi)
     if velscale is None:
-        velscale = _native_velscale(edges_rest, lo, hi)
+        velscale = native
+    else:
+        _check_velscale(float(velscale), native, lo, hi, margin_kms, wave_range is None)
     velscale = float(velscale)
     step = velscale / C_KMS
     n_ext = int(np.ceil(margin_kms / velscale - 1e-9))
@@ -580,21 +689,41 @@ def _rebin_spaxels(flux, ivar, edges_rest, ln_edges, line_mask, block=1024) -> _
     med = np.empty(n_sp)
     snr = np.empty(n_sp)
     n_good = np.empty(n_sp, dtype=int)
+    representable = np.empty(n_sp, dtype=bool)
     for s0 in range(0, n_sp, block):  # blocks of spaxels, each vectorised
         sl = slice(s0, min(s0 + block, n_sp))
         f = flux[i0:i1, sl]
         iv = ivar[i0:i1, sl]
-        bad_in = ~(iv > 0) | ~np.isfinite(iv) | ~np.isfinite(f)
-        var_in = 1.0 / np.where(bad_in, 1.0, iv)
-        var_in[bad_in] = 0.0
-        reb = log_rebin(edges, f, ln_edges=ln_edges, variance=var_in, bad=bad_in, axis=0)
-        spec[sl], var[sl], var_diag[sl], bad[sl] = reb.flux.T, reb.variance.T, reb.variance_diag.T, reb.bad.T
-        good = ~bad[sl] & ~line_mask[None, :]
-        n_good[sl] = good.sum(1)
-        med[sl] = _nanmedian(spec[sl], good)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        # extreme values (1e38, denormal ivar) may overflow here: such spaxels are
+        # rejected below (``representable``), so the overflow is expected and handled
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            bad_in = ~(iv > 0) | ~np.isfinite(iv) | ~np.isfinite(f)
+            var_in = 1.0 / np.where(bad_in, 1.0, iv)
+            var_in[bad_in] = 0.0
+            reb = log_rebin(edges, f, ln_edges=ln_edges, variance=var_in, bad=bad_in, axis=0)
+            spec[sl], var[sl], var_diag[sl], bad[sl] = reb.flux.T, reb.variance.T, reb.variance_diag.T, reb.bad.T
+            good = ~bad[sl] & ~line_mask[None, :]
+            n_good[sl] = good.sum(1)
+            med[sl] = _nanmedian(spec[sl], good)
             snr[sl] = _nanmedian(spec[sl] / np.sqrt(var_diag[sl]), good & (var_diag[sl] > 0))
-    return _Spaxels(spec, var, var_diag, bad, med, snr, n_good)
+            representable[sl] = _representable(spec[sl], var[sl], bad[sl], good, med[sl])
+    return _Spaxels(spec, var, var_diag, bad, med, snr, n_good, representable)
+
+
+def _representable(spec, var, bad, good, med):
+    """Whether each spectrum, once normalised by ``med``, fits in float32 (shape (n,)).
+
+    The normalised spectrum ``spec / med`` on the unmasked pixels and the inverse
+    variance ``med**2 / var`` on the fitted ones must be finite and at most the largest
+    float32 (the maps and WEIGHT spectra are float32); ``med`` must be finite.  A
+    spaxel at 1e38 with an ordinary variance fails (its inverse variance is ~1e76).
+    """
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        x = spec / med[:, None]
+        ok_x = np.all(bad | (np.abs(x) <= _F32_MAX), axis=1)
+        iv = med[:, None] ** 2 / var
+        ok_iv = np.all(~(good & (var > 0)) | (iv <= _F32_MAX), axis=1)
+    return np.isfinite(med) & ok_x & ok_iv
 
 
 def _select_spaxels(spx: _Spaxels, min_good_fraction: float, min_sn: float, path, lo: float, hi: float):
@@ -607,6 +736,15 @@ def _select_spaxels(spx: _Spaxels, min_good_fraction: float, min_sn: float, path
     """
     n_pix = spx.spec.shape[1]
     usable = (spx.n_good >= max(1, min_good_fraction * n_pix)) & (spx.med > 0) & np.isfinite(spx.snr)
+    extreme = usable & ~spx.representable
+    if np.any(extreme):
+        warnings.warn(
+            f"{path}: {int(extreme.sum())} spaxel(s) not fitted (BINID -1, FLAG 1): their flux or variance is "
+            "so extreme (e.g. 1e38) that the normalised spectrum or its inverse variance cannot be represented "
+            "in float32",
+            stacklevel=4,
+        )
+        usable &= spx.representable
     if not np.any(usable):
         raise InputError(
             f"{path}: no spaxel has usable pixels (positive median, >= {min_good_fraction:.0%} unmasked) "
@@ -663,7 +801,7 @@ def _coadd_bins(spx: _Spaxels, idx_sel: np.ndarray, group: np.ndarray, line_mask
     bad = 2 * n_ok < n_mem
     good = ~bad & ~line_mask[None, :] & (var_diag > 0)
     scale = _nanmedian(spec, good)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         snr = _nanmedian(spec / np.sqrt(var_diag), good)
     return _Spectra(spec, var, var_diag, bad, scale, snr)
 
@@ -694,7 +832,8 @@ def _normalise(spec, var, bad, scale, line_mask):
     spectra /= scale[:, None]
     spectra[bad] = 1.0
     ivar = var
-    np.divide(scale[:, None] ** 2, var, out=ivar, where=good)
+    with np.errstate(over="ignore"):  # spaxels that would overflow were not selected (``_representable``)
+        np.divide(scale[:, None] ** 2, var, out=ivar, where=good)
     ivar[~good] = 0.0
     return spectra, ivar
 
@@ -727,6 +866,18 @@ def _resolve_lsf(lsf: Any, cube) -> LineSpreadFunction | None:
         stacklevel=3,
     )
     return None
+
+
+def _check_lsf_range(lsf_obj: LineSpreadFunction, cube, n_wave: int, edges_rest, grid: _Grid) -> None:
+    """Raise :class:`InputError` naming ``--lsf`` unless it covers the fitted range in the observed frame.
+
+    The galaxy range ``grid.lo``-``grid.hi`` (rest frame) is mapped back onto the
+    cube's own observed wavelengths; an extrapolation of up to two of the cube's
+    pixels at each end is allowed.
+    """
+    obs_edges = wave_edges(np.asarray(cube.wave, dtype=np.float64), n_flux=n_wave)
+    lo, hi = np.interp([grid.lo, grid.hi], edges_rest, obs_edges)
+    check_lsf_coverage(lsf_obj, float(lo), float(hi), 2.0 * float(np.max(np.diff(obs_edges))), name="--lsf")
 
 
 def _broaden_templates(templates: TemplateLibrary, tpl_edges, grid: _Grid, lsf_obj, redshift: float):
@@ -866,7 +1017,10 @@ def prepare_cube(
         Galaxy redshift z (``--redshift``); velocities are relative to it.
     velscale : float, optional
         Pixel size in km/s.  Default: the cube's smallest pixel in km/s within
-        the fitted range (no spectral information is lost).
+        the fitted range (no spectral information is lost).  At most
+        :data:`MAX_OVERSAMPLING` = 5 times finer than that pixel (finer steps add
+        no information, only memory), and coarse enough to leave at least
+        :data:`MIN_PIXELS` = 10 pixels in the range.
     wave_range : (float, float), optional
         Rest-frame range to fit, Angstrom, in the templates' convention
         (``--wave-range``).  Default: the overlap of cube and templates shrunk
@@ -901,7 +1055,21 @@ def prepare_cube(
     InputError
         Non-finite redshift or z <= -1; templates not covering the range
         (naming ``--templates`` and both ranges); an empty ``--wave-range``; no
-        spaxel with usable pixels; invalid option values.
+        spaxel with usable pixels; invalid option values; a ``velscale`` more
+        than :data:`MAX_OVERSAMPLING` (5) times finer than the cube's smallest
+        pixel in the fitted range, or so coarse that fewer than
+        :data:`MIN_PIXELS` (10) pixels remain (naming ``--velscale``); an
+        ``lsf`` table that does not cover the fitted range in the observed frame
+        (naming ``--lsf`` and both ranges; two cube pixels of extrapolation are
+        allowed).
+
+    Warns
+    -----
+    UserWarning
+        When spaxels are dropped because their normalised spectrum or inverse
+        variance cannot be represented in float32 (flux or variance so extreme,
+        e.g. 1e38, that the fit would overflow): they are not fitted (``bin_id``
+        -1, FLAG 1 in the maps).
 
     Notes
     -----
@@ -939,6 +1107,9 @@ def prepare_cube(
     tpl_edges = wave_edges(templates.wave, n_flux=templates.flux.shape[1])
     grid = _spectral_grid(edges_rest, tpl_edges, redshift, tpl_air, velscale, wave_range, margin_kms)
     line_mask = _line_mask(grid.ln_wave, redshift, emission_width, tpl_air, mask_emission)
+    lsf_obj = _resolve_lsf(lsf, cube)
+    if lsf is not None:  # a user's table must cover the fitted range (checked before the rebinning)
+        _check_lsf_range(lsf_obj, cube, n_wave, edges_rest, grid)
 
     # spaxels: log-rebin, median flux and S/N, selection
     spx = _rebin_spaxels(
@@ -963,7 +1134,6 @@ def prepare_cube(
     bin_id = _bin_map(idx_sel, group, (ny, nx))
 
     # templates: LSF match on their native grid, log-rebin on the extended grid, basis
-    lsf_obj = _resolve_lsf(lsf, cube)
     t_edges, t_flux = _broaden_templates(templates, tpl_edges, grid, lsf_obj, redshift)
     names = tuple(templates.names)
     tpl = _rebin_templates(t_edges, t_flux, grid.tpl_ln_edges, tpl_edges, names)

@@ -148,3 +148,38 @@ def test_bad_lsf_inputs(tmp_path):
         as_lsf(-2.0)
     with pytest.raises(InputError, match="--lsf"):
         as_lsf(np.array([1.0, 2.0]))
+
+
+def test_lsf_table_must_cover_the_fitted_range(tmp_path, shared_data):
+    """A 1000-2000 A table for a 4750-7000 A cube was accepted silently (issue 13)."""
+    from cube3d.lsf import check_lsf_coverage
+    from cube3d.prepare import prepare_cube
+    from cube3d.templates import load_templates
+
+    far = tmp_path / "far.lsf"
+    far.write_text("# lambda fwhm\n1000 2.6\n2000 2.6\n")
+    lsf = read_lsf_table(far)
+    with pytest.raises(InputError, match=r"^--lsf: the LSF \(.*far\.lsf\) covers 1000\.0-2000\.0 A but the fit "
+                                         r"needs 5150\.0-6000\.0 A \(observed frame\)"):
+        check_lsf_coverage(lsf, 5150.0, 6000.0)
+    check_lsf_coverage(lsf, 999.0, 2001.0, tol=1.0)  # a pixel of extrapolation is fine
+    check_lsf_coverage(as_lsf(2.5), 5150.0, 6000.0)  # a constant covers everything
+    library = load_templates(shared_data / "templates" / "mileshc_v2")
+    wave = 4750.0 + 1.25 * np.arange(1800)
+    flux = np.interp(wave / 1.05, library.wave, library.flux[0])[:, None, None] * np.ones((1, 1, 2))
+
+    class Cube:  # the fields prepare_cube uses
+        pass
+
+    cube = Cube()
+    cube.flux, cube.ivar, cube.wave, cube.air = flux, np.full(flux.shape, 1e4), wave, True
+    cube.lsf_fwhm, cube.layout, cube.path = None, "GENERIC", "c.fits"
+    with pytest.raises(InputError, match=r"^--lsf: .*covers 1000\.0-2000\.0 A but the fit needs"):
+        prepare_cube(cube, library, 0.05, lsf=str(far))
+    part = tmp_path / "part.lsf"
+    part.write_text("4000 2.6\n6000 2.6\n")  # covers only the blue half
+    with pytest.raises(InputError, match=r"^--lsf: .*covers 4000\.0-6000\.0 A"):
+        prepare_cube(cube, library, 0.05, lsf=str(part))
+    ok = tmp_path / "ok.lsf"
+    ok.write_text("4752 2.6\n6997 2.6\n")  # within two pixels of the cube's ends
+    prepare_cube(cube, library, 0.05, lsf=str(ok))

@@ -393,3 +393,61 @@ def test_emission_mask_in_vacuum():
     assert centre(air) == pytest.approx(6562.80, abs=0.05)
     assert centre(vac) == pytest.approx(float(io.air_to_vacuum(np.array([6562.80]))[0]), abs=0.05)
     assert centre(vac) - centre(air) == pytest.approx(1.81, abs=0.05)
+
+
+# ----------------------------------------------------------------------------- hostile inputs (issue 13)
+
+
+def test_velscale_far_finer_than_the_cube_is_refused(library):
+    """--velscale 0.01 allocated gigabytes; now refused (more than 5x finer than the cube's pixels)."""
+    cube = _cube([_galaxy(library, 0, 0.0, 150.0)])
+    with pytest.raises(InputError, match=r"^--velscale: 0\.01 km/s is more than 5 times finer"):
+        prepare_cube(cube, library, Z, lsf=3.0, velscale=0.01)
+    native = prepare_cube(cube, library, Z, lsf=3.0).velscale
+    assert prepare_cube(cube, library, Z, lsf=3.0, velscale=native / 4.9).velscale == pytest.approx(native / 4.9)
+    with pytest.raises(InputError, match="--velscale"):
+        prepare_cube(cube, library, Z, lsf=3.0, velscale=native / 5.1)
+
+
+def test_velscale_too_coarse_names_velscale(library):
+    """--velscale 1e6 used to blame --wave-range."""
+    cube = _cube([_galaxy(library, 0, 0.0, 150.0)])
+    with pytest.raises(InputError, match=r"^--velscale: a step of 1e\+06 km/s leaves 0 pixels.*fewer than 10"):
+        prepare_cube(cube, library, Z, lsf=3.0, velscale=1e6)
+    with pytest.raises(InputError, match=r"^--velscale: .*fewer than 10"):
+        prepare_cube(cube, library, Z, lsf=3.0, velscale=3e4, wave_range=(4800.0, 6000.0))
+
+
+def test_extreme_spaxel_is_rejected_without_overflow(library):
+    """A spaxel at 1e38 with an ordinary variance: not fitted, one warning, no RuntimeWarning."""
+    spec = _galaxy(library, 0, 0.0, 150.0)
+    cube = _cube([spec, spec, spec])
+    flux = cube.flux.copy()
+    flux[:, 0, 1] *= 1e38 / np.median(spec)
+    hot = FakeCube(flux=flux, ivar=cube.ivar, wave=CUBE_WAVE.copy(), path="hot.fits")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prep = prepare_cube(hot, library, Z, lsf=3.0)
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    msgs = [str(w.message) for w in caught]
+    assert any(m.startswith("hot.fits: 1 spaxel(s) not fitted") and "float32" in m for m in msgs), msgs
+    np.testing.assert_array_equal(prep.bin_id, [[0, -1, 1]])
+    assert prep.n_spec == 2
+    f32 = np.finfo(np.float32).max
+    assert np.all(np.isfinite(prep.ivar)) and prep.ivar.max() < f32 and np.abs(prep.spectra).max() < f32
+
+
+def test_check_degrees():
+    from cube3d.prepare import MAX_DEGREE, check_degrees
+
+    check_degrees(2000, 4, 0, 10, 2)
+    check_degrees(2000, -1, MAX_DEGREE, 10, 4)
+    check_degrees(400, 40, 40, 17, 2)  # exactly n_pix / 4 = 100 free parameters
+    with pytest.raises(InputError, match=r"^--degree: at most 50, got 1000 .*absorbs the LOSVD"):
+        check_degrees(10**6, 1000, 0, 10, 2)
+    with pytest.raises(InputError, match=r"^--mdegree: at most 50, got 1000"):
+        check_degrees(10**6, 4, 1000, 10, 2)
+    with pytest.raises(InputError, match=r"^--degree: .*102 free parameters, more than a quarter of the 400"):
+        check_degrees(400, 41, 40, 18, 2)
+    with pytest.raises(InputError, match=r"^--mdegree: .*quarter of the 200 fitted pixels"):
+        check_degrees(200, 4, 40, 10, 2)
