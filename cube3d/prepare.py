@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from .constants import C_KMS
 from .basis import fit_stack, select_basis
-from .errors import InputError
+from .errors import InputError, ResultWarning
 from .linemask import EMISSION_LINES_AIR, SKY_LINES_AIR, emission_line_mask
 from .lsf import LineSpreadFunction, as_lsf, check_lsf_coverage, match_resolution
 from .rebin import log_grid, log_rebin, wave_edges
@@ -742,6 +742,7 @@ def _select_spaxels(spx: _Spaxels, min_good_fraction: float, min_sn: float, path
             f"{path}: {int(extreme.sum())} spaxel(s) not fitted (BINID -1, FLAG 1): their flux or variance is "
             "so extreme (e.g. 1e38) that the normalised spectrum or its inverse variance cannot be represented "
             "in float32",
+            ResultWarning,
             stacklevel=4,
         )
         usable &= spx.representable
@@ -1065,7 +1066,7 @@ def prepare_cube(
 
     Warns
     -----
-    UserWarning
+    cube3d.errors.ResultWarning
         When spaxels are dropped because their normalised spectrum or inverse
         variance cannot be represented in float32 (flux or variance so extreme,
         e.g. 1e38, that the fit would overflow): they are not fitted (``bin_id``

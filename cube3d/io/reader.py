@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 from astropy.io import fits
 
-from cube3d.errors import InputError
+from cube3d.errors import InputError, ResultWarning
 
 from .container import Cube
 from .fitsutil import (check_same_shape, get_hdu, has_hdu, hdu_label, index_of, is_cube_hdu, reading,
@@ -98,7 +98,7 @@ def _estimated_weights(flux, ivar, label, missing):
     else:
         how = "and no spaxel has enough pixels to estimate its noise (DER_SNR), so every pixel has unit " \
               "weight and S/N, errors and CHI2 are on an arbitrary scale"
-    warnings.warn(f"{label}: no {missing} HDU, {how}", stacklevel=4)
+    warnings.warn(f"{label}: no {missing} HDU, {how}", ResultWarning, stacklevel=4)
     return ivar
 
 
@@ -149,7 +149,7 @@ def read_cube(path, layout="auto", flux_hdu=None, var_hdu=None) -> Cube:
 
     Warns
     -----
-    UserWarning
+    cube3d.errors.ResultWarning
         When the layout's noise HDU is missing (``STAT``, ``IVAR``, or any of the
         generic names): each spaxel then gets one constant inverse variance,
         ``1 / noise**2`` with the DER_SNR noise of its own good pixels
