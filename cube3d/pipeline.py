@@ -45,7 +45,7 @@ from .flags import (
 from .io import read_cube
 from .maps import KinematicMaps
 from .precision import enable_x64
-from .prepare import PrepareConfig, PreparedData, prepare_cube, validate_prepare_config
+from .prepare import PrepareConfig, PreparedData, check_degrees, prepare_cube, validate_prepare_config
 from .templates import load_templates
 
 if TYPE_CHECKING:  # the spatial stage (and tinygp) is imported only when a GP is asked for
@@ -238,6 +238,8 @@ def run_fit(cube_path, templates, redshift: float, prepare: PrepareConfig = Prep
         f"({np.exp(prepared.ln_wave[0]):.0f}-{np.exp(prepared.ln_wave[-1]):.0f} A rest), "
         f"median S/N {np.nanmedian(prepared.snr):.1f} [{time.perf_counter() - t0:.1f} s]"
     )
+    family = validate_config(fit)
+    check_degrees(prepared.n_pix, fit.degree, fit.mdegree, len(prepared.template_names), family.n_params)
     result = fit_spectra(prepared, fit, progress=progress)
     n_ok, n_conv = int(result.ok.sum()), int((result.converged & result.ok).sum())
     say(f"fitted {n_ok}/{prepared.n_spec} spectra, {n_conv} converged [{time.perf_counter() - t0:.1f} s]")
