@@ -230,3 +230,9 @@ def test_gp_min_sn_that_masks_everything_is_named(cube, tmp_path, capsys):
     out = tmp_path / "maps.fits"
     assert_user_error(capsys, fit_args(cube["path"], out, "--gp", "--gp-min-sn", "1e6", lsf=cube["lsf"]),
                       "--gp-min-sn", output=out)
+
+
+@pytest.mark.parametrize("option", ["--degree", "--mdegree"])
+def test_polynomial_degree_beyond_the_pixels_is_refused(cube, tmp_path, capsys, option):
+    out = tmp_path / "maps.fits"
+    assert_user_error(capsys, fit_args(cube["path"], out, option, "1000", lsf=cube["lsf"]), option, output=out)
