@@ -212,14 +212,14 @@ def gauss_hermite_pdf(x, v, sigma, h):
     return _INV_SQRT_2PI * jnp.exp(-0.5 * y * y) / sigma * series
 
 
-def gauss_hermite_moment_names(n_moments: int) -> tuple[str, ...]:
-    """Parameter names of a Gauss-Hermite LOSVD with ``n_moments`` parameters.
+def gauss_hermite_moment_names(moments: int) -> tuple[str, ...]:
+    """Parameter names of a Gauss-Hermite LOSVD with ``moments`` parameters.
 
     ``gauss_hermite_moment_names(4) == ("V", "SIGMA", "H3", "H4")``.
     """
-    if not isinstance(n_moments, int) or isinstance(n_moments, bool) or n_moments < 2:
-        raise InputError(f"losvd: moments must be an integer >= 2, got {n_moments!r}")
-    return ("V", "SIGMA") + tuple(f"H{m}" for m in range(3, n_moments + 1))
+    if not isinstance(moments, int) or isinstance(moments, bool) or moments < 2:
+        raise InputError(f"losvd: moments must be an integer >= 2, got {moments!r}")
+    return ("V", "SIGMA") + tuple(f"H{m}" for m in range(3, moments + 1))
 
 
 # --------------------------------------------------------------------------------------
@@ -569,9 +569,9 @@ class LOSVDFamily:
         )
 
     @classmethod
-    def gauss_hermite(cls, n_moments: int = 4) -> "LOSVDFamily":
-        """Gauss-Hermite series with ``n_moments`` parameters (V, SIGMA, H3, ...)."""
-        names = gauss_hermite_moment_names(n_moments)
+    def gauss_hermite(cls, moments: int = 4) -> "LOSVDFamily":
+        """Gauss-Hermite series with ``moments`` parameters (V, SIGMA, H3, ...)."""
+        names = gauss_hermite_moment_names(moments)
 
         def ft(omega, params):
             return gauss_hermite_ft(omega, params[0], params[1], params[2:])
@@ -579,7 +579,7 @@ class LOSVDFamily:
         def pdf(x, params):
             return gauss_hermite_pdf(x, params[0], params[1], params[2:])
 
-        return cls("gauss_hermite", names, (0.0,) * (n_moments - 2), ft, pdf)
+        return cls("gauss_hermite", names, (0.0,) * (moments - 2), ft, pdf)
 
     @classmethod
     def sanders_evans(cls, kernel: str = "laplace") -> "LOSVDFamily":

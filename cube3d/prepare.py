@@ -277,7 +277,7 @@ def _check_options(
         raise InputError(f"min_good_fraction: must lie in [0, 1], got {min_good_fraction}")
 
 
-def check_degrees(n_pix: int, degree: int, mdegree: int, n_templates: int, n_moments: int) -> None:
+def check_degrees(n_pix: int, degree: int, mdegree: int, n_templates: int, moments: int) -> None:
     """Reject polynomial degrees that the fitted pixels cannot support (``InputError``).
 
     Call it after preparation, when the number of pixels and templates is known.
@@ -292,7 +292,7 @@ def check_degrees(n_pix: int, degree: int, mdegree: int, n_templates: int, n_mom
         Multiplicative polynomial degree (``--mdegree``; 0 = none).
     n_templates : int
         Templates fitted (their weights are free parameters).
-    n_moments : int
+    moments : int
         LOSVD parameters (``--moments``).
 
     Raises
@@ -300,7 +300,7 @@ def check_degrees(n_pix: int, degree: int, mdegree: int, n_templates: int, n_mom
     InputError
         Naming ``--degree`` or ``--mdegree``: when either exceeds :data:`MAX_DEGREE`
         (50), or when the free parameters ``degree + 1 + mdegree + n_templates +
-        n_moments`` exceed ``n_pix / 4``.
+        moments`` exceed ``n_pix / 4``.
 
     Notes
     -----
@@ -326,12 +326,12 @@ def check_degrees(n_pix: int, degree: int, mdegree: int, n_templates: int, n_mom
                 "scale of the absorption lines and absorbs the LOSVD)"
             )
     n_add = degree + 1 if degree >= 0 else 0
-    n_free = n_add + max(mdegree, 0) + n_templates + n_moments
+    n_free = n_add + max(mdegree, 0) + n_templates + moments
     if n_free > n_pix / 4:
         option = "--degree" if n_add >= mdegree else "--mdegree"
         raise InputError(
             f"{option}: --degree {degree} and --mdegree {mdegree} with {n_templates} templates and "
-            f"{n_moments} LOSVD moments make {n_free} free parameters, more than a quarter of the {n_pix} "
+            f"{moments} LOSVD moments make {n_free} free parameters, more than a quarter of the {n_pix} "
             f"fitted pixels ({n_pix / 4:g}); lower {option}"
         )
 
