@@ -35,9 +35,11 @@ class JamSettings(NamedTuple):
 
     quad : (panels, order) of the per-pair ``v`` quadrature (:mod:`dynamics.jam_cyl`);
         (8, 8) gives ~1e-12 relative, (4, 6) ~1e-6.
-    psf_step : PSF grid step in units of the smallest PSF dispersion (0.5: ~1e-10).
-    psf_grid : grid steps per half axis when the inputs are traced (otherwise derived
-        from ``psf_step``).
+    psf_step : PSF grid step in units of the smallest PSF dispersion (0.5: ~1e-10
+        without a black hole, ~2e-5 at the centre with one).
+    psf_grid : grid steps per half axis, overriding ``psf_step``; required when the PSF,
+        the spaxel size or the positions are traced (static shapes), and then also
+        wanted for concrete calls that must match (finite differences).
     los : (panels, order) of the line-of-sight rule of the first moment.
     halo_gaussians : Gaussians per spherical mass component (:func:`fit_mge_weights`).
     halo_range : (r_min, r_max) kpc of that fit; None: from the tracer MGE and the data.
@@ -45,7 +47,7 @@ class JamSettings(NamedTuple):
 
     quad: tuple = jam_cyl.QUAD
     psf_step: float = 0.5
-    psf_grid: int = 64
+    psf_grid: int = None
     los: tuple = (8, 12)
     halo_gaussians: int = 32
     halo_range: tuple = None
@@ -88,8 +90,8 @@ def _concrete(*xs):
 
 
 def _check_points(x, y):
-    x = jnp.asarray(x, dtype=float)
-    y = jnp.asarray(y, dtype=float)
+    x = jnp.asarray(x, dtype=float) if not _concrete(x, y) else jnp.asarray(numpy.asarray(x, dtype=float))
+    y = jnp.asarray(y, dtype=float) if not _concrete(x, y) else jnp.asarray(numpy.asarray(y, dtype=float))
     if x.shape != y.shape:
         raise ValueError(f"x and y must have one shape, got {x.shape} and {y.shape}")
     for name, v in (("x", x), ("y", y)):
@@ -109,24 +111,36 @@ def _per_gaussian(value, n, name, ok, what):
     return jnp.broadcast_to(value, (n,))
 
 
+def _as_array(value):
+    """numpy float array for concrete input (stays concrete under jit), jnp otherwise."""
+    return jnp.asarray(value, dtype=float) if not _is_concrete(value) else numpy.asarray(value, dtype=float)
+
+
 def _check_psf(psf_sigma, psf_weight, pixel_size):
-    s = jnp.atleast_1d(jnp.asarray(psf_sigma, dtype=float))
+    """(sigmas, normalised weights, pixel size, has_psf, has_pixel); the flags are static:
+    concrete zeros mean no PSF / no spaxel averaging, traced values mean present."""
+    s = _as_array(psf_sigma)
+    s = s.reshape(1) if s.ndim == 0 else s
     if s.ndim != 1:
         raise ValueError(f"psf_sigma must be a scalar or a 1-D array, got shape {s.shape}")
-    w = jnp.ones_like(s) if psf_weight is None else jnp.atleast_1d(jnp.asarray(psf_weight, dtype=float))
+    w = numpy.ones(s.shape) if psf_weight is None else _as_array(psf_weight)
+    w = w.reshape(1) if w.ndim == 0 else w
     if w.shape != s.shape:
         raise ValueError(f"psf_weight must match psf_sigma's length {s.shape[0]}, got shape {w.shape}")
-    if _is_concrete(s) and not numpy.all(numpy.isfinite(numpy.asarray(s)) & (numpy.asarray(s) >= 0)):
-        raise ValueError(f"psf_sigma must be finite and >= 0, got {numpy.asarray(s)!r}")
-    if _is_concrete(w) and not (numpy.all(numpy.isfinite(numpy.asarray(w)) & (numpy.asarray(w) >= 0))
-                                and numpy.sum(numpy.asarray(w)) > 0):
-        raise ValueError(f"psf_weight must be finite, >= 0 and not all zero, got {numpy.asarray(w)!r}")
-    p = jnp.asarray(pixel_size, dtype=float)
+    if _is_concrete(s) and not numpy.all(numpy.isfinite(s) & (s >= 0)):
+        raise ValueError(f"psf_sigma must be finite and >= 0, got {s!r}")
+    if _is_concrete(w) and not (numpy.all(numpy.isfinite(w) & (w >= 0)) and numpy.sum(w) > 0):
+        raise ValueError(f"psf_weight must be finite, >= 0 and not all zero, got {w!r}")
+    p = _as_array(pixel_size)
     if p.ndim != 0:
         raise ValueError(f"pixel_size must be a scalar, got shape {p.shape}")
-    if _is_concrete(p) and not (numpy.isfinite(float(p)) and float(p) >= 0):
+    if _is_concrete(p) and not (numpy.isfinite(p) and p >= 0):
         raise ValueError(f"pixel_size must be finite and >= 0, got {float(p)!r}")
-    return s, w / jnp.sum(w), p
+    has_psf = not (_is_concrete(s) and numpy.all(s == 0))
+    has_pix = not (_is_concrete(p) and float(p) == 0)
+    if has_psf and _is_concrete(s) and numpy.any(s == 0):
+        raise ValueError(f"psf_sigma: every PSF Gaussian needs a dispersion > 0, got {s!r}")
+    return s, w / w.sum(), p, has_psf, has_pix
 
 
 def _halo_range(tracer, x, y, settings):
@@ -149,10 +163,10 @@ def _mass_gaussians(mass, tracer, x, y, inclination, m_bh, settings):
     for c in comps:
         if not isinstance(c, MGE):
             lo, hi = _halo_range(tracer, x, y, settings)
-            c = fit_mge_weights(c, lo, hi, settings.halo_gaussians)
-            tot.append(c.total())
-            sig.append(c.sigma)
-            e2.append(jnp.zeros_like(c.sigma))
+            m, s = fit_mge_weights(c, lo, hi, settings.halo_gaussians)
+            tot.append(m)
+            sig.append(s)
+            e2.append(jnp.zeros_like(s))
             continue
         _, q_int = c.deproject(inclination)
         tot.append(c.total())
@@ -199,9 +213,7 @@ def _observe(fields, x, y, psf, settings, odd_x=None):
 
     ``fields(x, y) -> tuple`` works point by point.  Returns a tuple of arrays of x's shape.
     """
-    s, w, p = psf
-    has_psf = not (_is_concrete(s) and numpy.all(numpy.asarray(s) == 0))
-    has_pix = not (_is_concrete(p) and float(p) == 0)
+    s, w, p, has_psf, has_pix = psf
     if not has_psf and not has_pix:
         return _map_points(fields, x, y)
     shape = x.shape
@@ -210,15 +222,18 @@ def _observe(fields, x, y, psf, settings, odd_x=None):
         xn, yn, ww = pixel_average_nodes(xf, yf, p)
         vals = _map_points(fields, xn, yn)
         return tuple(jnp.sum(v * ww, axis=-1).reshape(shape) for v in vals)
-    if _concrete(xf, yf, s, p):
-        n_half = grid_size(xf, yf, s, p, settings.psf_step * float(numpy.min(numpy.asarray(s))))
+    if settings.psf_grid is not None:
+        n_half = int(settings.psf_grid)
+    elif _concrete(x, y, s, p):
+        n_half = grid_size(numpy.asarray(x), numpy.asarray(y), s, p, settings.psf_step * float(numpy.min(s)))
     else:
-        n_half = settings.psf_grid
+        raise ValueError("settings: pass JamSettings(psf_grid=n) (grid steps per half axis) when the PSF, "
+                         "the spaxel size or the positions are traced")
 
     def on_grid(xg, yg):
         return _map_points(fields, xg, yg)
 
-    out = grid_convolve(on_grid, xf, yf, s, w, p, has_pix, n_half, odd_x)
+    out = grid_convolve(on_grid, xf, yf, jnp.asarray(s), jnp.asarray(w), jnp.asarray(p), has_pix, n_half, odd_x)
     return tuple(o.reshape(shape) for o in out)
 
 

@@ -13,8 +13,13 @@ model are analytic, so the convolution integral, sampled on a regular grid of st
 model on a grid centred on the galaxy (one quadrant, mirrored: the maps are even in
 ``x`` and ``y``) and form, at every output point, the weighted sums
 ``h^2 sum_gg' k_c(x - x_g) k_c(y - y_g') f(x_g, y_g')`` exactly at that point (no
-interpolation).  Grid nodes sit at half-integer multiples of ``h``, so the centre,
-where a black hole makes the model singular, is never sampled.  Spaxels without a PSF are averaged by a 2-D Gauss-Legendre rule.
+interpolation).  A black hole makes the model singular (logarithmically) at the
+centre, where a uniform grid converges only like ``h^2``: the grid is therefore
+uniform in ``xi`` with ``x = phi(xi) = xi^3 / (xi^2 + a^2)`` (``a = 3 h``, an odd
+analytic map, ``phi' ~ 3 xi^2 / a^2`` at the centre), separately in ``x`` and ``y``,
+so the sums stay separable, the Jacobian ``phi'(xi)`` vanishes at the singular point
+and the trapezoid rule keeps its exponential convergence elsewhere.  Nodes sit at
+half-integer multiples of ``h`` in ``xi``, never at the centre.  Spaxels without a PSF are averaged by a 2-D Gauss-Legendre rule.
 """
 
 import jax.numpy as jnp
@@ -26,6 +31,7 @@ from ._quadrature import gauss_legendre
 __all__ = ["kernel_1d", "grid_convolve", "pixel_average_nodes"]
 
 _SPAN = 8.0      # grid margin, in PSF dispersions beyond half a spaxel
+_MAP = 10         # width of the central node clustering, in grid steps
 
 
 def kernel_1d(u, s, p, box):
@@ -46,7 +52,7 @@ def grid_half_extent(x, y, s, p):
 def grid_size(x, y, s, p, step):
     """Static number of grid steps per half axis (concrete inputs)."""
     ext = float(grid_half_extent(numpy.asarray(x), numpy.asarray(y), numpy.asarray(s), float(p)))
-    return int(numpy.ceil(ext / float(step)))
+    return int(numpy.ceil(ext / float(step))) + _MAP
 
 
 def grid_convolve(fields_fn, x, y, s, w, p, box, n_half, odd_x=None):
@@ -71,11 +77,15 @@ def grid_convolve(fields_fn, x, y, s, w, p, box, n_half, odd_x=None):
         Per field, whether it is odd in ``x`` (first moments) instead of even.
     """
     ext = grid_half_extent(x, y, s, p)
-    h = ext / n_half
-    g = h * (jnp.arange(n_half, dtype=float) + 0.5)        # the centre (a cusp with a BH) is no node
+    h = ext / (n_half - _MAP)
+    a = _MAP * h
+    xi = h * (jnp.arange(n_half, dtype=float) + 0.5)       # the centre (a cusp with a BH) is no node
+    g = xi**3 / (xi**2 + a**2)                             # u = phi(xi), clusters nodes at the centre
+    jac = (xi**4 + 3.0 * a**2 * xi**2) / (xi**2 + a**2) ** 2
     xg, yg = jnp.meshgrid(g, g, indexing="ij")
     quadrant = fields_fn(xg, yg)
     full_axis = jnp.concatenate([-jnp.flip(g), g])
+    full_jac = h * jnp.concatenate([jnp.flip(jac), jac])
     out = []
     odd_x = (False,) * len(quadrant) if odd_x is None else odd_x
     for f, odd in zip(quadrant, odd_x):
@@ -83,8 +93,8 @@ def grid_convolve(fields_fn, x, y, s, w, p, box, n_half, odd_x=None):
         f = jnp.concatenate([jnp.flip(f, 1), f], axis=1)                # (2n, 2n)
         tot = 0.0
         for c in range(s.shape[0]):
-            kx = h * kernel_1d(x[:, None] - full_axis, s[c], p, box)      # (N, G)
-            ky = h * kernel_1d(y[:, None] - full_axis, s[c], p, box)
+            kx = full_jac * kernel_1d(x[:, None] - full_axis, s[c], p, box)      # (N, G)
+            ky = full_jac * kernel_1d(y[:, None] - full_axis, s[c], p, box)
             tot = tot + w[c] * jnp.sum(kx * (ky @ f.T), axis=1)
         out.append(tot)
     return out

@@ -333,6 +333,9 @@ def fit_mge_weights(profile, r_min, r_max, n=32, ridge=1e-12):
     a = _gauss_mass(r, sig) / target[:, None]
     scale = jnp.sqrt(jnp.sum(a**2, axis=0))
     a = a / scale
-    lhs = a.T @ a + ridge * jnp.eye(n)
-    m = jnp.linalg.solve(lhs, a.T @ jnp.ones_like(r)) / scale
+    # ridge least squares by QR of [A; sqrt(ridge) I] (no squared condition number)
+    aug = jnp.concatenate([a, jnp.sqrt(ridge) * jnp.eye(n)], axis=0)
+    rhs = jnp.concatenate([jnp.ones_like(r), jnp.zeros(n)])
+    qm, rm = jnp.linalg.qr(aug)
+    m = jax.scipy.linalg.solve_triangular(rm, qm.T @ rhs, lower=False) / scale
     return m, sig
