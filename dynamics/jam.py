@@ -27,7 +27,7 @@ from .jam_psf import grid_convolve, grid_size, pixel_average_nodes
 
 __all__ = ["jam_vrms", "jam_velocity", "JamSettings", "rotate_sky", "bin_average"]
 
-_BATCH = 128                 # points per lax.map batch (bounds memory)
+_BATCH = 32                 # points per lax.map batch (bounds memory)
 
 
 class JamSettings(NamedTuple):
@@ -90,8 +90,8 @@ def _concrete(*xs):
 
 
 def _check_points(x, y):
-    x = jnp.asarray(x, dtype=float) if not _concrete(x, y) else jnp.asarray(numpy.asarray(x, dtype=float))
-    y = jnp.asarray(y, dtype=float) if not _concrete(x, y) else jnp.asarray(numpy.asarray(y, dtype=float))
+    x = _as_array(x)                  # numpy when concrete: stays concrete (static grid sizes) under jit
+    y = _as_array(y)
     if x.shape != y.shape:
         raise ValueError(f"x and y must have one shape, got {x.shape} and {y.shape}")
     for name, v in (("x", x), ("y", y)):
@@ -204,7 +204,9 @@ def _map_points(fn, x, y):
     """Apply ``fn(x, y) -> tuple of scalars`` to every point (lax.map in batches)."""
     shape = x.shape
     xf, yf = x.reshape(-1), y.reshape(-1)
-    out = jax.lax.map(lambda p: fn(p[0], p[1]), (xf, yf), batch_size=min(_BATCH, max(xf.size, 1)))
+    # checkpoint: reverse mode recomputes each point's (pairs x nodes) arrays instead of storing them
+    one = jax.checkpoint(lambda p: fn(p[0], p[1]))
+    out = jax.lax.map(one, (xf, yf), batch_size=min(_BATCH, max(xf.size, 1)))
     return tuple(o.reshape(shape) for o in out)
 
 

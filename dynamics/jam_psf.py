@@ -51,7 +51,8 @@ def grid_half_extent(x, y, s, p):
 
 def grid_size(x, y, s, p, step):
     """Static number of grid steps per half axis (concrete inputs)."""
-    ext = float(grid_half_extent(numpy.asarray(x), numpy.asarray(y), numpy.asarray(s), float(p)))
+    x, y, s = numpy.asarray(x), numpy.asarray(y), numpy.asarray(s)      # numpy: no tracers under jit
+    ext = max(numpy.abs(x).max(), numpy.abs(y).max()) + 0.5 * float(p) + _SPAN * s.max()
     return int(numpy.ceil(ext / float(step))) + _MAP
 
 
