@@ -60,7 +60,7 @@ FLAG_BITS = {
     FLAG_AT_BOUND: "kinematic parameter at its bound",
     FLAG_LOW_SNR: "S/N below the requested minimum",
     FLAG_CLIPPED: "many pixels rejected by clipping",
-    FLAG_UNCONSTRAINED: "unconstrained: errors beyond the parameter range or degenerate chi2",
+    FLAG_UNCONSTRAINED: "unconstrained (huge errors or degenerate chi2)",
 }
 
 

@@ -386,8 +386,8 @@ def nuts_fields(values, errors, mask, config: GPConfig = GPConfig(tier="nuts"), 
             raise InputError(f"gp field {name}: values and errors must have the grid's shape {shape}")
         y, w = field_data(name, values[name], errors[name], mask)
         if not np.any(w > 0):
-            raise InputError(f"gp field {name}: no spaxel is usable as data (every one is unfitted, flagged, "
-                             f"or below --gp-min-sn {config.min_sn:g})")
+            raise InputError(f"gp field {name}: no spaxel is usable as data (all masked: unfitted, flagged, "
+                             f"without a usable error, or below --gp-min-sn {config.min_sn:g})")
         field, diag = _sample_field(name, y, w, spec, config, jax.random.fold_in(key, i), parametrisation)
         say(f"gp nuts: {name} ({field.solver}) in {diag['nuts_seconds']:.1f} s, r-hat {diag['rhat_max']:.3f}, "
             f"{diag['divergences']} divergences")

@@ -216,8 +216,8 @@ def two_step_fields(values, errors, mask, config: GPConfig = GPConfig()) -> GPRe
     for name in names:
         y, w = field_data(name, values[name], errors[name], mask)
         if not np.any(w > 0):
-            raise InputError(f"gp field {name}: no spaxel is usable as data (every one is unfitted, flagged, "
-                             f"or below --gp-min-sn {config.min_sn:g})")
+            raise InputError(f"gp field {name}: no spaxel is usable as data (all masked: unfitted, flagged, "
+                             f"without a usable error, or below --gp-min-sn {config.min_sn:g})")
         mean_kind = config.v_mean if name == "V" else "constant"
         field, _ = fit_field(name, y, w, config, spec, mean_kind)
         fields[name] = to_natural(field)

@@ -81,3 +81,15 @@ def test_flags_from_a_constructed_result(converged_fit):
     assert flags[3] == FLAG_CLIPPED
     assert flags[4] == FLAG_LOW_SNR
     assert np.all(flags[5:] == 0)
+
+
+def test_flag_descriptions_fit_in_a_header_card():
+    """Each bit's text goes to the FLAG HDU as a card comment (``FLAGBn = value / text``):
+    a longer text would be truncated with an astropy VerifyWarning on every write."""
+    from astropy.io import fits
+
+    from cube3d.flags import FLAG_BITS
+
+    for bit, text in FLAG_BITS.items():
+        card = fits.Card(f"FLAGB{bit.bit_length() - 1}", bit, text)
+        assert len(str(card)) <= 80 and text in str(card), text

@@ -337,9 +337,12 @@ def test_demo_gp(tmp_path, capsys):
         assert m[0].header["CUBE3D GP_TIER"] == "two_step"
         for name in ("V", "V_ERR", "SIGMA", "SIGMA_ERR"):
             assert np.all(np.isfinite(m[name].data)), name
-        # the prior borrows strength: GP errors below the per-spaxel ones where both exist
-        good = m["FLAG"].data == 0
-        assert np.median(m["V_ERR"].data[good]) < np.median(m["V_SPAXEL_ERR"].data[good])
+        # the prior borrows strength from the neighbours: the GP map is far smoother than the
+        # per-spaxel one (S/N ~3 per spaxel)
+        def roughness(a):
+            return np.nanmedian(np.abs(np.diff(a, axis=1)))
+
+        assert roughness(m["V"].data) < 0.3 * roughness(m["V_SPAXEL"].data)
     assert "GP" in captured.out and (outdir / "maps.png").is_file()
 
 
