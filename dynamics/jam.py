@@ -34,9 +34,11 @@ class JamSettings(NamedTuple):
     """Static numerical settings of JAM (hashable; pass as ``settings=``).
 
     quad : (panels, order) of the per-pair ``v`` quadrature (:mod:`dynamics.jam_cyl`);
-        (8, 8) gives ~1e-12 relative, (4, 6) ~1e-6.
-    psf_step : PSF grid step in units of the smallest PSF dispersion (0.5: ~1e-10
-        without a black hole, ~2e-5 at the centre with one).
+        (12, 8): ~1e-12 relative without PSF, ~1e-9 with PSF and a black hole (the
+        smoothed integrand spans more scales); (8, 8): ~1e-12 / ~2e-5; (4, 6): ~1e-6 without PSF.
+    psf_step : first moments only (V_rms convolves analytically): PSF grid step in units
+        of the smallest PSF dispersion (0.5: ~1e-10 for models smooth on that scale; a
+        black hole or MGE widths well below the PSF make it ~1e-4, refine it then).
     psf_grid : grid steps per half axis, overriding ``psf_step``; required when the PSF,
         the spaxel size or the positions are traced (static shapes), and then also
         wanted for concrete calls that must match (finite differences).
@@ -200,29 +202,29 @@ def _setup(x, y, tracer, mass, inclination, beta, m_bh, psf_sigma, psf_weight, p
     return x, y, tr, ms, psf
 
 
-def _map_points(fn, x, y):
+def _map_points(fn, x, y, batch=_BATCH):
     """Apply ``fn(x, y) -> tuple of scalars`` to every point (lax.map in batches)."""
     shape = x.shape
     xf, yf = x.reshape(-1), y.reshape(-1)
     # checkpoint: reverse mode recomputes each point's (pairs x nodes) arrays instead of storing them
     one = jax.checkpoint(lambda p: fn(p[0], p[1]))
-    out = jax.lax.map(one, (xf, yf), batch_size=min(_BATCH, max(xf.size, 1)))
+    out = jax.lax.map(one, (xf, yf), batch_size=min(batch, max(xf.size, 1)))
     return tuple(o.reshape(shape) for o in out)
 
 
-def _observe(fields, x, y, psf, settings, odd_x=None):
+def _observe(fields, x, y, psf, settings, odd_x=None, batch=_BATCH):
     """Fields at the points, PSF/spaxel-convolved when a PSF or spaxels are given.
 
     ``fields(x, y) -> tuple`` works point by point.  Returns a tuple of arrays of x's shape.
     """
     s, w, p, has_psf, has_pix = psf
     if not has_psf and not has_pix:
-        return _map_points(fields, x, y)
+        return _map_points(fields, x, y, batch)
     shape = x.shape
     xf, yf = x.reshape(-1), y.reshape(-1)
     if not has_psf:                                   # spaxel average only (Gauss-Legendre)
         xn, yn, ww = pixel_average_nodes(xf, yf, p)
-        vals = _map_points(fields, xn, yn)
+        vals = _map_points(fields, xn, yn, batch)
         return tuple(jnp.sum(v * ww, axis=-1).reshape(shape) for v in vals)
     if settings.psf_grid is not None:
         n_half = int(settings.psf_grid)
@@ -233,7 +235,7 @@ def _observe(fields, x, y, psf, settings, odd_x=None):
                          "the spaxel size or the positions are traced")
 
     def on_grid(xg, yg):
-        return _map_points(fields, xg, yg)
+        return _map_points(fields, xg, yg, batch)
 
     out = grid_convolve(on_grid, xf, yf, jnp.asarray(s), jnp.asarray(w), jnp.asarray(p), has_pix, n_half, odd_x)
     return tuple(o.reshape(shape) for o in out)
@@ -293,11 +295,22 @@ def jam_vrms(x, y, tracer, mass, *, inclination, beta=0.0, m_bh=0.0, align="cyl"
     sin2 = jnp.sin(jnp.asarray(inclination) * DEG) ** 2
     quad = settings.quad
 
-    def fields(xp, yp):
-        return (jam_cyl.projected_second_moment(xp, yp, tr, ms, sin2, quad),
-                jam_cyl.surface_brightness(xp, yp, tracer.surf, tracer.sigma, tracer.q))
+    s, w, p, has_psf, has_pix = psf
+    if not (has_psf or has_pix):
+        def fields(xp, yp):
+            return (jam_cyl.projected_second_moment(xp, yp, tr, ms, sin2, quad),
+                    jam_cyl.surface_brightness(xp, yp, tracer.surf, tracer.sigma, tracer.q))
+    else:                                 # analytic PSF x spaxel convolution, summed over PSF Gaussians
+        s, w = jnp.asarray(s), jnp.asarray(w)
+        p = jnp.asarray(p) if has_pix else jnp.asarray(0.0)
 
-    num, den = _observe(fields, x, y, psf, settings)
+        def fields(xp, yp):
+            num = sum(w[c] * jam_cyl.projected_second_moment_smoothed(xp, yp, tr, ms, sin2, s[c], p, has_pix,
+                                                                      quad) for c in range(s.shape[0]))
+            den = sum(w[c] * jam_cyl.surface_brightness_smoothed(xp, yp, tracer.surf, tracer.sigma, tracer.q,
+                                                                 s[c], p, has_pix) for c in range(s.shape[0]))
+            return num, den
+    num, den = _map_points(fields, x, y)
     return jnp.sqrt(num / den)
 
 
@@ -366,5 +379,6 @@ def jam_velocity(x, y, tracer, mass, *, inclination, beta=0.0, kappa=1.0, m_bh=0
         return (si * jnp.sum(wz * vals),
                 jam_cyl.surface_brightness(xp, yp, tracer.surf, tracer.sigma, tracer.q))
 
-    num, den = _observe(fields, x, y, psf, settings, odd_x=(True, False))
+    # one point at a time: each holds (line-of-sight nodes x pairs x v nodes) arrays
+    num, den = _observe(fields, x, y, psf, settings, odd_x=(True, False), batch=1)
     return num / den
