@@ -49,7 +49,7 @@ from .prepare import PrepareConfig, PreparedData, check_degrees, prepare_cube, v
 from .templates import load_templates
 
 if TYPE_CHECKING:  # the spatial stage (and tinygp) is imported only when a GP is asked for
-    from .spatial import GPConfig, GPResult
+    from .spatial import GPConfig
 
 __all__ = ["FitRun", "run_fit", "result_to_maps", "model_cube", "check_gp_request", "config_meta"]
 

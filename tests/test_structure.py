@@ -108,3 +108,23 @@ def test_dynamics_never_imports_cube3d():
     offenders = [m for m, edges in _imports().items()
                  if m.startswith("dynamics") and any(t.startswith("cube3d") for t, _ in edges)]
     assert not offenders, offenders
+
+
+def test_examples_and_benchmarks_import_names_that_exist():
+    """Scripts are not run by the suite at full size: at least every name they import from
+    the packages (at any depth, e.g. inside main()) must exist."""
+    import importlib
+
+    missing = []
+    for path in sorted((REPO / "examples").glob("*.py")) + sorted((REPO / "tests" / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                    and node.module.split(".")[0] in PACKAGES:
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    if not hasattr(module, alias.name):
+                        try:
+                            importlib.import_module(f"{node.module}.{alias.name}")
+                        except ImportError:
+                            missing.append(f"{path.name}: {node.module}.{alias.name}")
+    assert not missing, missing

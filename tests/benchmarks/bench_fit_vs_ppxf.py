@@ -110,7 +110,7 @@ def run_ppxf(spectra, ivar, templates, offset, velscale, moments):
 
 
 def run_cube3d(spectra, ivar, templates, offset, velscale, moments, chunk_size):
-    from cube3d.fit import FitConfig, fit_spectra
+    from cube3d.fit import FitConfig, FitInput, fit_spectra
 
     cfg = FitConfig(moments=moments, degree=4, mdegree=0, chunk_size=chunk_size)
     t0 = time.perf_counter()

@@ -13,7 +13,6 @@ hypothesis runs a fixed, derandomised set of examples so CI sees the same cases 
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -21,7 +21,7 @@ from astropy.io import fits
 from cube3d.cli import main
 from cube3d.flags import FLAG_CLIPPED, FLAG_UNCONSTRAINED
 from cube3d.maps import remove_stale_temps
-from tests.cube3d.test_cli import TEMPLATES, Z, assert_user_error, fit_args, make_cube, write_lsf, write_muse
+from tests.cube3d.test_cli import assert_user_error, fit_args, make_cube, write_lsf, write_muse
 
 pytestmark = pytest.mark.timeout(300)
 REPO = Path(__file__).resolve().parents[2]
