@@ -103,44 +103,41 @@ class KernelKind(abc.ABC):
         return f"{type(self).__name__}()"
 
 
-class Matern32(KernelKind):
+class _Matern(KernelKind):
+    """Matern correlations of half-integer order ``nu`` (set by the subclass)."""
+
+    nu: float
+    tinygp_name: str
+
+    def correlation(self, u):
+        return matern_correlation(self.nu, u)
+
+    def spectral_density(self, omega2, scale, dim):
+        return matern_spectral_density(self.nu, omega2, scale, dim)
+
+    @property
+    def tinygp_class(self):
+        from tinygp import kernels
+
+        return getattr(kernels, self.tinygp_name)
+
+
+class Matern32(_Matern):
     """Matern-3/2: ``(1 + sqrt(3) u) exp(-sqrt(3) u)``."""
 
     name = "matern32"
     hsgp_c_nu = 3.42
     nu = 1.5
-
-    def correlation(self, u):
-        return matern_correlation(self.nu, u)
-
-    def spectral_density(self, omega2, scale, dim):
-        return matern_spectral_density(self.nu, omega2, scale, dim)
-
-    @property
-    def tinygp_class(self):
-        from tinygp import kernels
-
-        return kernels.Matern32
+    tinygp_name = "Matern32"
 
 
-class Matern52(KernelKind):
+class Matern52(_Matern):
     """Matern-5/2: ``(1 + sqrt(5) u + 5 u^2 / 3) exp(-sqrt(5) u)``."""
 
     name = "matern52"
     hsgp_c_nu = 2.65
     nu = 2.5
-
-    def correlation(self, u):
-        return matern_correlation(self.nu, u)
-
-    def spectral_density(self, omega2, scale, dim):
-        return matern_spectral_density(self.nu, omega2, scale, dim)
-
-    @property
-    def tinygp_class(self):
-        from tinygp import kernels
-
-        return kernels.Matern52
+    tinygp_name = "Matern52"
 
 
 class ExpSquared(KernelKind):
