@@ -2,7 +2,8 @@
 
 Public entry points :func:`jam_vrms` and :func:`jam_velocity`.  The physics of the
 cylindrically aligned model is in :mod:`dynamics.jam_cyl` (Cappellari 2008, MNRAS 390,
-71), the PSF and spaxel convolution in :mod:`dynamics.jam_psf` (C08 Appendix A).
+71), including the analytic PSF and spaxel convolution of V_rms; the grid convolution of
+first moments is in :mod:`dynamics.jam_psf` (C08 Appendix A).
 
 Coordinates (see ``CONVENTIONS.md``): sky positions ``x`` along the projected major
 axis (towards the receding side), ``y`` along the projected minor axis, both in kpc

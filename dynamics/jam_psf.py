@@ -1,4 +1,7 @@
-"""PSF and spaxel convolution of JAM maps (Cappellari 2008, Appendix A).
+"""PSF and spaxel convolution of JAM first-moment maps on a grid (Cappellari 2008, Appendix A).
+
+(V_rms maps are convolved analytically, :func:`dynamics.jam_cyl.projected_second_moment_smoothed`;
+the first moment, with its clipped square roots, is not a sum of Gaussians and uses this grid.)
 
 The observed second moment is ``(K * [Sigma <v^2>]) / (K * Sigma)`` with ``K`` the PSF
 (a sum of circular Gaussians, weights ``w_c``, dispersions ``s_c``) convolved with a

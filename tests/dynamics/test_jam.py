@@ -207,6 +207,18 @@ def test_psf_and_pixel_against_direct_quadrature():
     numpy.testing.assert_allclose(two, got, rtol=1e-13)
 
 
+def test_psf_with_black_hole_converged():
+    # the smoothed v integrand of a point mass spans many scales: default rule vs a dense one
+    kpc = 16.5 * numpy.pi / 0.648e3
+    tr = MGE.from_observed([3e5, 4e4, 2e3, 60.0], [0.05, 0.5, 4.0, 30.0], [0.9, 0.8, 0.7, 0.6], 16.5)
+    x, y = jnp.array([0.0, 0.4, 2.0, -6.0]) * kpc, jnp.array([0.0, 0.3, -1.0, 4.0]) * kpc
+    kw = dict(inclination=60.0, beta=0.1, m_bh=3e8, psf_sigma=[0.3 * kpc, 1.0 * kpc], psf_weight=[0.7, 0.3],
+              pixel_size=0.5 * kpc)
+    got = jam_vrms(x, y, tr, tr.scaled(3.0), **kw)
+    ref = jam_vrms(x, y, tr, tr.scaled(3.0), settings=JamSettings(quad=(20, 16)), **kw)
+    numpy.testing.assert_allclose(got, ref, rtol=1e-7)
+
+
 def test_pixel_average_without_psf():
     p = 0.1
     xo, yo = jnp.array([0.2, 1.0]), jnp.array([0.1, -0.4])
