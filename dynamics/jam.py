@@ -203,8 +203,23 @@ def _setup(x, y, tracer, mass, inclination, beta, m_bh, psf_sigma, psf_weight, p
     return x, y, tr, ms, psf
 
 
-def _map_points(fn, x, y, batch=_BATCH):
-    """Apply ``fn(x, y) -> tuple of scalars`` to every point (lax.map in batches)."""
+def _map_points(fn, x, y, batch=_BATCH, odd_x=None):
+    """Apply ``fn(x, y) -> tuple of scalars`` to every point (lax.map in batches).
+
+    The maps are even in ``y`` and even (or, per output, ``odd_x``) in ``x``: concrete points
+    are folded onto ``(|x|, |y|)`` and each distinct pair is computed once (a 4x saving on a
+    grid centred on the galaxy).
+    """
+    if _concrete(x, y) and x.size > 1:
+        pts = numpy.stack([numpy.abs(numpy.asarray(x, dtype=float).reshape(-1)),
+                           numpy.abs(numpy.asarray(y, dtype=float).reshape(-1))], axis=1)
+        uniq, inverse = numpy.unique(pts, axis=0, return_inverse=True)
+        if len(uniq) < len(pts):
+            vals = _map_points(fn, uniq[:, 0], uniq[:, 1], batch)
+            sign = numpy.where(numpy.asarray(x).reshape(-1) < 0, -1.0, 1.0)
+            odd_x = (False,) * len(vals) if odd_x is None else odd_x
+            return tuple((v[inverse.reshape(-1)] * (sign if odd else 1.0)).reshape(x.shape)
+                         for v, odd in zip(vals, odd_x))
     shape = x.shape
     xf, yf = x.reshape(-1), y.reshape(-1)
     # checkpoint: reverse mode recomputes each point's (pairs x nodes) arrays instead of storing them
@@ -220,12 +235,12 @@ def _observe(fields, x, y, psf, settings, odd_x=None, batch=_BATCH):
     """
     s, w, p, has_psf, has_pix = psf
     if not has_psf and not has_pix:
-        return _map_points(fields, x, y, batch)
+        return _map_points(fields, x, y, batch, odd_x)
     shape = x.shape
     xf, yf = x.reshape(-1), y.reshape(-1)
     if not has_psf:                                   # spaxel average only (Gauss-Legendre)
         xn, yn, ww = pixel_average_nodes(xf, yf, p)
-        vals = _map_points(fields, xn, yn, batch)
+        vals = _map_points(fields, xn, yn, batch, odd_x)
         return tuple(jnp.sum(v * ww, axis=-1).reshape(shape) for v in vals)
     if settings.psf_grid is not None:
         n_half = int(settings.psf_grid)

@@ -145,8 +145,9 @@ def main():
             times.append(time.perf_counter() - t)
         # the same mass model but with the non-negative halo fit: compare ours with that halo
         mass = tracer.scaled(ML) + halo
+        extra = {} if moment == "zz" else {"rotation": "total"}       # jampy 8 clips total moments
         fn = jam_vrms if moment == "zz" else jam_velocity
-        ours = fn(x, y, tracer, mass, inclination=INC, beta=BETA, m_bh=MBH, settings=settings, **psf)
+        ours = fn(x, y, tracer, mass, inclination=INC, beta=BETA, m_bh=MBH, settings=settings, **psf, **extra)
         model_j = j.model / g_scale
         if moment == "zz":
             diff = numpy.abs(model_j / numpy.asarray(ours) - 1)
