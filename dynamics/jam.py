@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy
 
-from .mge import MGE, check_mge, fit_mge_weights, _check_inclination
+from .mge import MGE, fit_mge_weights, _check_inclination
 from .constants import DEG
 from .profiles.base import Profile, _is_concrete
 from .profiles.composite import Composite

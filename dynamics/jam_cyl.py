@@ -39,9 +39,7 @@ each (``v_hi`` from ``T_hi = min(1, 9 s_j / d)``, ``v_lo = min(s_j / s_k, v_hi /
 so the nodes follow every scale for any ratio of widths.
 """
 
-import jax
 import jax.numpy as jnp
-import numpy
 from jax.scipy.special import erf, erfc
 
 from .constants import G

@@ -119,7 +119,6 @@ def main():
 
         matplotlib.use("Agg")
         from jampy.axi.jam_axi_proj import jam_axi_proj
-        from jampy.mge.mge_half_light_isophote import mge_half_light_isophote  # noqa: F401
     except ImportError:
         print("jampy not importable: no side-by-side timing")
         return
