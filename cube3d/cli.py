@@ -391,7 +391,10 @@ def main(argv=None):
         return exc.code if isinstance(exc.code, int) else 2
     quiet = bool(getattr(args, "quiet", False))
     with warnings.catch_warnings(), _terminate_on_sigterm():
-        warnings.showwarning = functools.partial(_show_warning, quiet=quiet)
+        # every warning reaches _show_warning, which prints each distinct message once per
+        # command (Python's per-location registry would hide a repeat across runs in one process)
+        warnings.simplefilter("always")
+        warnings.showwarning = functools.partial(_show_warning, quiet=quiet, seen=set())
         return _dispatch(args)
 
 
@@ -416,8 +419,9 @@ def _terminate_on_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None, *, quiet=False):
-    """Python warnings as one plain line, ``cube3d: warning: ...`` (no source path or code).
+def _show_warning(message, category, filename, lineno, file=None, line=None, *, quiet=False, seen=None):
+    """Python warnings as one plain line, ``cube3d: warning: ...`` (no source path or code),
+    each distinct message once (``seen`` holds those printed).
 
     With ``--quiet`` only :class:`cube3d.errors.ResultWarning` (the results are affected:
     see the FLAG map) is printed.
@@ -425,6 +429,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, *, 
     if quiet and not issubclass(category, ResultWarning):
         return
     text = " ".join(str(message).split())
+    if seen is not None:
+        if text in seen:
+            return
+        seen.add(text)
     print(f"cube3d: warning: {text}", file=sys.stderr)
 
 

@@ -116,19 +116,33 @@ def test_sigma_start_beyond_the_bound_is_refused(cube, tmp_path, capsys):
                       "--sigma-start", output=out)
 
 
-def test_quiet_hides_routine_warnings_only(cube, tmp_path, capsys):
-    """Without an LSF the templates are not broadened (a routine warning): hidden by -q."""
+def test_quiet_hides_routine_warnings_only(cube, tmp_path, capsys, monkeypatch):
+    """Warnings print as one line each, once per message; -q keeps only ResultWarnings."""
+    import warnings
+
+    from cube3d import pipeline
+    from cube3d.errors import ResultWarning
+
+    real_prepare = pipeline.prepare_cube
+
+    def noisy_prepare(*args, **kwargs):
+        for _ in range(2):  # a repeat prints once
+            warnings.warn("a routine remark\nover two lines", UserWarning)
+            warnings.warn("the results are affected", ResultWarning)
+        return real_prepare(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "prepare_cube", noisy_prepare)
     out = tmp_path / "maps.fits"
-    assert main(fit_args(cube["path"], out)) == 0
+    assert main(fit_args(cube["path"], out, lsf=cube["lsf"])) == 0
     err = capsys.readouterr().err
-    assert err.strip() == "", err
-    out2 = tmp_path / "maps2.fits"
-    argv = fit_args(cube["path"], out2)
+    assert err.splitlines() == ["cube3d: warning: the results are affected"], err
+    argv = fit_args(cube["path"], tmp_path / "maps2.fits", lsf=cube["lsf"])
     argv.remove("--quiet")
     assert main(argv) == 0
     err = capsys.readouterr().err
-    warnings = [ln for ln in err.splitlines() if "warning" in ln.lower()]
-    assert warnings and all(ln.startswith("cube3d: warning: ") for ln in warnings), err
+    warned = [ln for ln in err.splitlines() if "warning" in ln.lower()]
+    assert warned == ["cube3d: warning: a routine remark over two lines",
+                      "cube3d: warning: the results are affected"], err
     assert ".py:" not in err
 
 
