@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy
 
-from .mge import MGE, fit_mge_weights, _check_inclination
+from .mge import MGE, fit_mge_weights, check_inclination
 from .constants import DEG
-from .profiles.base import Profile, _is_concrete
+from .profiles.base import Profile, is_concrete
 from .profiles.composite import Composite
 from . import jam_cyl
 from .jam_psf import grid_convolve, grid_size, pixel_average_nodes
@@ -89,7 +89,7 @@ def bin_average(values, weights, binid, n_bins):
 
 
 def _concrete(*xs):
-    return all(_is_concrete(x) for x in xs)
+    return all(is_concrete(x) for x in xs)
 
 
 def _check_points(x, y):
@@ -98,7 +98,7 @@ def _check_points(x, y):
     if x.shape != y.shape:
         raise ValueError(f"x and y must have one shape, got {x.shape} and {y.shape}")
     for name, v in (("x", x), ("y", y)):
-        if _is_concrete(v) and not numpy.all(numpy.isfinite(numpy.asarray(v))):
+        if is_concrete(v) and not numpy.all(numpy.isfinite(numpy.asarray(v))):
             raise ValueError(f"{name} must be finite")
     return x, y
 
@@ -107,7 +107,7 @@ def _per_gaussian(value, n, name, ok, what):
     value = jnp.asarray(value, dtype=float)
     if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != n):
         raise ValueError(f"{name} must be a scalar or one value per tracer Gaussian ({n}), got shape {value.shape}")
-    if _is_concrete(value):
+    if is_concrete(value):
         v = numpy.asarray(value)
         if not numpy.all(numpy.isfinite(v) & ok(v)):
             raise ValueError(f"{name} must be finite and {what}, got {v!r}")
@@ -116,7 +116,7 @@ def _per_gaussian(value, n, name, ok, what):
 
 def _as_array(value):
     """numpy float array for concrete input (stays concrete under jit), jnp otherwise."""
-    return jnp.asarray(value, dtype=float) if not _is_concrete(value) else numpy.asarray(value, dtype=float)
+    return jnp.asarray(value, dtype=float) if not is_concrete(value) else numpy.asarray(value, dtype=float)
 
 
 def _check_psf(psf_sigma, psf_weight, pixel_size):
@@ -130,18 +130,18 @@ def _check_psf(psf_sigma, psf_weight, pixel_size):
     w = w.reshape(1) if w.ndim == 0 else w
     if w.shape != s.shape:
         raise ValueError(f"psf_weight must match psf_sigma's length {s.shape[0]}, got shape {w.shape}")
-    if _is_concrete(s) and not numpy.all(numpy.isfinite(s) & (s >= 0)):
+    if is_concrete(s) and not numpy.all(numpy.isfinite(s) & (s >= 0)):
         raise ValueError(f"psf_sigma must be finite and >= 0, got {s!r}")
-    if _is_concrete(w) and not (numpy.all(numpy.isfinite(w) & (w >= 0)) and numpy.sum(w) > 0):
+    if is_concrete(w) and not (numpy.all(numpy.isfinite(w) & (w >= 0)) and numpy.sum(w) > 0):
         raise ValueError(f"psf_weight must be finite, >= 0 and not all zero, got {w!r}")
     p = _as_array(pixel_size)
     if p.ndim != 0:
         raise ValueError(f"pixel_size must be a scalar, got shape {p.shape}")
-    if _is_concrete(p) and not (numpy.isfinite(p) and p >= 0):
+    if is_concrete(p) and not (numpy.isfinite(p) and p >= 0):
         raise ValueError(f"pixel_size must be finite and >= 0, got {float(p)!r}")
-    has_psf = not (_is_concrete(s) and numpy.all(s == 0))
-    has_pix = not (_is_concrete(p) and float(p) == 0)
-    if has_psf and _is_concrete(s) and numpy.any(s == 0):
+    has_psf = not (is_concrete(s) and numpy.all(s == 0))
+    has_pix = not (is_concrete(p) and float(p) == 0)
+    if has_psf and is_concrete(s) and numpy.any(s == 0):
         raise ValueError(f"psf_sigma: every PSF Gaussian needs a dispersion > 0, got {s!r}")
     return s, w / w.sum(), p, has_psf, has_pix
 
@@ -178,7 +178,7 @@ def _mass_gaussians(mass, tracer, x, y, inclination, m_bh, settings):
     m_bh = jnp.asarray(m_bh, dtype=float)
     if m_bh.ndim != 0:
         raise ValueError(f"m_bh must be a scalar, got shape {m_bh.shape}")
-    if _is_concrete(m_bh) and not (numpy.isfinite(float(m_bh)) and float(m_bh) >= 0):
+    if is_concrete(m_bh) and not (numpy.isfinite(float(m_bh)) and float(m_bh) >= 0):
         raise ValueError(f"m_bh must be finite and >= 0, got {float(m_bh)!r}")
     n = sum(t.shape[0] for t in tot)
     point = numpy.zeros(n + 1, dtype=bool)
@@ -194,7 +194,7 @@ def _setup(x, y, tracer, mass, inclination, beta, m_bh, psf_sigma, psf_weight, p
     inclination = jnp.asarray(inclination, dtype=float)
     if inclination.ndim != 0:
         raise ValueError(f"inclination must be a scalar, got shape {inclination.shape}")
-    _check_inclination(tracer.q, inclination)
+    check_inclination(tracer.q, inclination)
     nu0, p_k = tracer.deproject(inclination)
     beta = _per_gaussian(beta, tracer.n, "beta", lambda v: v < 1, "< 1")
     tr = (nu0, tracer.sigma, p_k, 1.0 / (1.0 - beta))

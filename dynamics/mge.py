@@ -39,7 +39,7 @@ from jax.scipy.special import erf
 
 from .constants import DEG, G
 from .profiles._fields import param
-from .profiles.base import Profile, _is_concrete, check_radius
+from .profiles.base import Profile, is_concrete, check_radius
 
 __all__ = ["MGE", "fit_mge", "fit_mge_weights", "intrinsic_q", "ARCSEC_PC_PER_MPC"]
 
@@ -58,13 +58,15 @@ def intrinsic_q(q_obs, inclination):
     return jnp.sqrt((q_obs**2 - cos2) / (1.0 - cos2))
 
 
-def _check_inclination(q, inclination):
-    if not _is_concrete(inclination):
+def check_inclination(q, inclination):
+    """Raise ValueError unless ``inclination`` (degrees) lies in (0, 90] and every Gaussian of
+    observed axis ratio ``q`` can be deprojected there (q^2 > cos^2 i); no check under jit."""
+    if not is_concrete(inclination):
         return
     inc = numpy.asarray(inclination, dtype=float)
     if not (numpy.all(numpy.isfinite(inc)) and inc.ndim == 0 and 0.0 < inc <= 90.0):
         raise ValueError(f"inclination must be a finite scalar in (0, 90] degrees, got {inc!r}")
-    if _is_concrete(q):
+    if is_concrete(q):
         qv = numpy.asarray(q)
         cos2 = numpy.cos(numpy.radians(inc)) ** 2
         bad = qv**2 <= cos2
@@ -115,7 +117,7 @@ class MGE(Profile):
         ``1 arcsec = distance_mpc * pi / 0.648 pc``; ``surf`` becomes Lsun/kpc^2 (x 1e6),
         ``sigma`` kpc.
         """
-        if _is_concrete(distance_mpc):
+        if is_concrete(distance_mpc):
             d = numpy.asarray(distance_mpc, dtype=float)
             if not (numpy.all(numpy.isfinite(d)) and numpy.all(d > 0)):
                 raise ValueError(f"MGE.from_observed: distance_mpc must be finite and > 0, got {d!r}")
@@ -150,7 +152,7 @@ class MGE(Profile):
         Gaussian cannot be deprojected (``q_obs^2 <= cos^2 i``, or ``q_obs = 1`` only at
         any inclination with ``q_int = 1``).
         """
-        _check_inclination(self.q, inclination)
+        check_inclination(self.q, inclination)
         q_int = intrinsic_q(self.q, inclination)
         nu0 = self.surf * self.q / (jnp.sqrt(2.0 * jnp.pi) * self.sigma * q_int)
         return nu0, q_int
@@ -178,7 +180,7 @@ class MGE(Profile):
 
     # ------------------------------------------------------------------ spherical Profile API
     def _require_round(self):
-        if _is_concrete(self.q) and not numpy.all(numpy.asarray(self.q) == 1.0):
+        if is_concrete(self.q) and not numpy.all(numpy.asarray(self.q) == 1.0):
             raise ValueError("MGE: the spherical Profile methods need round Gaussians (all q = 1); "
                              "use deproject / density_rz / potential_rz for a flattened MGE")
 
@@ -220,15 +222,15 @@ def check_mge(surf, sigma, q, owner="MGE"):
         raise ValueError(f"{owner}: surf, sigma and q must be 1-D arrays of one length, got shapes {shapes}")
     if shapes["surf"][0] == 0:
         raise ValueError(f"{owner}: surf, sigma and q must hold at least one Gaussian")
-    if _is_concrete(surf):
+    if is_concrete(surf):
         v = numpy.asarray(surf)
         if not numpy.all(numpy.isfinite(v) & (v >= 0)):
             raise ValueError(f"{owner}: surf must be finite and >= 0, got {v!r}")
-    if _is_concrete(sigma):
+    if is_concrete(sigma):
         v = numpy.asarray(sigma)
         if not numpy.all(numpy.isfinite(v) & (v > 0)):
             raise ValueError(f"{owner}: sigma must be finite and > 0, got {v!r}")
-    if _is_concrete(q):
+    if is_concrete(q):
         v = numpy.asarray(q)
         if not numpy.all(numpy.isfinite(v) & (v > 0) & (v <= 1)):
             raise ValueError(f"{owner}: q must be in (0, 1], got {v!r}")

@@ -244,6 +244,3 @@ class Profile(eqx.Module):
         left = self.components if isinstance(self, Composite) else (self,)
         right = other.components if isinstance(other, Composite) else (other,)
         return Composite(tuple(left) + tuple(right))
-
-
-_is_concrete = is_concrete  # former name, kept while callers move to is_concrete
