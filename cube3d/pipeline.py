@@ -33,7 +33,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, ResultWarning
-from .fit import FitConfig, FitResult, fit_spectra, validate_config
+from .fit import FitConfig, FitResult, fit_spectra, losvd_family, validate_config
 from .flags import (
     CLIP_FLAG_FRACTION,
     FLAG_CLIPPED,
@@ -238,8 +238,8 @@ def run_fit(cube_path, templates, redshift: float, prepare: PrepareConfig = Prep
         f"({np.exp(prepared.ln_wave[0]):.0f}-{np.exp(prepared.ln_wave[-1]):.0f} A rest), "
         f"median S/N {np.nanmedian(prepared.snr):.1f} [{time.perf_counter() - t0:.1f} s]"
     )
-    family = validate_config(fit)
-    check_degrees(prepared.n_pix, fit.degree, fit.mdegree, len(prepared.template_names), family.n_params)
+    check_degrees(prepared.n_pix, fit.degree, fit.mdegree, len(prepared.template_names),
+                  losvd_family(fit).n_params)
     result = fit_spectra(prepared, fit, progress=progress)
     n_ok, n_conv = int(result.ok.sum()), int((result.converged & result.ok).sum())
     say(f"fitted {n_ok}/{prepared.n_spec} spectra, {n_conv} converged [{time.perf_counter() - t0:.1f} s]")

@@ -299,16 +299,27 @@ def test_helpers():
 
 
 # ----------------------------------------------------------------------------- jampy
-@pytest.mark.parametrize("psf", [False, True])
-def test_against_jampy(psf):
+#: MGE in jampy's observer units (Lsun/pc^2, arcsec, q) and the galaxy of both jampy tests
+JAMPY_SURF = numpy.array([2e4, 5e3, 1e3, 2e2])
+JAMPY_SIGMA = numpy.array([0.3, 1.2, 4.0, 12.0])
+JAMPY_Q = numpy.array([0.85, 0.7, 0.65, 0.75])
+JAMPY_DIST, JAMPY_INC, JAMPY_ML, JAMPY_MBH = 16.5, 65.0, 3.0, 2e8
+
+
+def _jampy_projector():
+    """jampy's ``jam_axi_proj`` (skips without jampy), with matplotlib off screen."""
     pytest.importorskip("jampy")
     pytest.importorskip("matplotlib").use("Agg")
     from jampy.axi.jam_axi_proj import jam_axi_proj
 
-    surf = numpy.array([2e4, 5e3, 1e3, 2e2])
-    sig = numpy.array([0.3, 1.2, 4.0, 12.0])
-    q = numpy.array([0.85, 0.7, 0.65, 0.75])
-    dist, inc, ml, mbh = 16.5, 65.0, 3.0, 2e8
+    return jam_axi_proj
+
+
+@pytest.mark.parametrize("psf", [False, True])
+def test_against_jampy(psf):
+    jam_axi_proj = _jampy_projector()
+    surf, sig, q = JAMPY_SURF, JAMPY_SIGMA, JAMPY_Q
+    dist, inc, ml, mbh = JAMPY_DIST, JAMPY_INC, JAMPY_ML, JAMPY_MBH
     beta = numpy.array([0.2, 0.1, 0.0, -0.1])
     xb, yb = (a.ravel() for a in numpy.meshgrid(numpy.linspace(-10, 10, 9) + 0.13, numpy.linspace(-6, 6, 7) + 0.07))
     sigmapsf, pixsize = (0.6, 0.8) if psf else (0.0, 0.0)
@@ -329,14 +340,9 @@ def test_against_jampy(psf):
 
 
 def test_first_moment_against_jampy():
-    pytest.importorskip("jampy")
-    pytest.importorskip("matplotlib").use("Agg")
-    from jampy.axi.jam_axi_proj import jam_axi_proj
-
-    surf = numpy.array([2e4, 5e3, 1e3, 2e2])
-    sig = numpy.array([0.3, 1.2, 4.0, 12.0])
-    q = numpy.array([0.85, 0.7, 0.65, 0.75])
-    dist, inc, ml, mbh = 16.5, 65.0, 3.0, 2e8
+    jam_axi_proj = _jampy_projector()
+    surf, sig, q = JAMPY_SURF, JAMPY_SIGMA, JAMPY_Q
+    dist, inc, ml, mbh = JAMPY_DIST, JAMPY_INC, JAMPY_ML, JAMPY_MBH
     xb, yb = numpy.array([-3.0, -1.0, 0.5, 2.0, 5.0]), numpy.array([0.5, 1.0, -0.3, 2.0, -1.0])
     j = jam_axi_proj(surf, sig, q, surf * ml, sig, q, inc, mbh, dist, xb, yb, beta=numpy.full(4, 0.1), plot=False,
                      quiet=True, ml=1, moment="z", kappa=1.0)
