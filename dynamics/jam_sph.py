@@ -67,7 +67,7 @@ Projection.  The line of sight ``n = (0, sin i, cos i)`` in galaxy coordinates
                            + (n.e_phi)^2 sum_k nu_k v_phi^2] dz'.
 
 Quadrature (static node counts, :class:`SphSettings`): ``u`` on a graded rule
-(:func:`dynamics.jam_cyl.graded_nodes`: ``[0, u_lo]`` plus geometric panels up to
+(``[0, u_lo]`` plus geometric panels up to
 ``u_hi``) that follows the scales ``r^2`` of ``(1 + u/r^2)^beta``, ``2 s_k^2`` of the
 tracer and ``u_hi = 80 s_k^2 + z^2 (1/p_k^2 - 1)`` where the tracer has fallen by
 ``e^-40``; ``v`` on Gauss-Legendre nodes over ``[0, v(T_hi)]``, ``T_hi = min(1, 9 s_j /
@@ -85,7 +85,6 @@ from jax.scipy.special import erf
 
 from .constants import G
 from ._quadrature import gauss_legendre
-from .jam_cyl import graded_nodes
 from .profiles.base import is_concrete
 
 __all__ = ["SphSettings", "intrinsic_moments_sph", "projected_second_moment_sph", "split_mass"]
@@ -97,6 +96,9 @@ _TINY = 1e-300
 
 class SphSettings(NamedTuple):
     """Static quadrature settings of the spherically aligned JAM (hashable).
+
+    Defaults: intrinsic moments to ~2e-7 relative (worst of 60 points over 5 decades of
+    radius), projected second moments to ~2e-8 (see :func:`projected_second_moment_sph`).
 
     radial : (panels, order) of the graded rule in ``u = r'^2 - r^2`` (eq. 1).
     mass : Gauss-Legendre order of the ``v`` rule of each flattened mass Gaussian.
@@ -126,6 +128,28 @@ def split_mass(ms, settings=SphSettings()):
         raise ValueError("jam_sph: the mass tuple is traced; pass SphSettings(round_mass=...) "
                          "(which mass Gaussians are round or point masses)")
     return numpy.flatnonzero(~rnd), numpy.flatnonzero(rnd)
+
+
+# ----------------------------------------------------------------------------- rules
+def _graded(lo, hi, rule):
+    """Gauss-Legendre nodes on ``[0, lo]`` plus ``M`` geometric panels on ``[lo, hi]``.
+
+    ``lo``, ``hi`` of shape ``B``; ``rule = (M, n)``; returns nodes and weights of shape
+    ``B + ((M + 1) n,)``.  Panel ``m`` spans ``[lo rho^m, lo rho^(m+1)]``,
+    ``rho = (hi / lo)^(1/M)``: power laws look alike on every panel.
+    """
+    m, n = rule
+    xg, wg = gauss_legendre(n)
+    xg = jnp.asarray(0.5 * (xg + 1.0))
+    wg = jnp.asarray(0.5 * wg)
+    frac = jnp.arange(m + 1) / m
+    edges = lo[..., None] * jnp.exp(jnp.log(hi / lo)[..., None] * frac)          # B + (m+1,)
+    left = jnp.concatenate([jnp.zeros_like(lo)[..., None], edges[..., :-1]], axis=-1)
+    width = jnp.concatenate([lo[..., None], edges[..., 1:] - edges[..., :-1]], axis=-1)
+    nodes = left[..., None] + width[..., None] * xg
+    weights = width[..., None] * wg
+    shape = lo.shape + ((m + 1) * n,)
+    return nodes.reshape(shape), weights.reshape(shape)
 
 
 # ----------------------------------------------------------------------------- forces
@@ -211,7 +235,7 @@ def _intrinsic(R, z, tr, ms, idx, settings):
     # u rule: [0, u_lo] + geometric panels to u_hi, per tracer Gaussian (eq. 1)
     u_hi = _U_CUT * s_k**2 + z2 * (1.0 / p_k**2 - 1.0)
     u_lo = jnp.minimum(jnp.minimum(r2, 2.0 * s_k**2), u_hi / 64.0)
-    u, wu = graded_nodes(u_lo, u_hi, settings.radial)                        # (K, N)
+    u, wu = _graded(u_lo, u_hi, settings.radial)                        # (K, N)
     grow = jnp.exp(beta * jnp.log1p(u / r2))                                 # (r'/r)^(2 beta)
     Rp2 = R2 * grow
     rp2 = r2 + u
@@ -291,9 +315,14 @@ def projected_second_moment_sph(x, y, tr, ms, inc, settings=SphSettings()):
     inc : float
         Inclination in radians (pi/2 = edge-on).
     settings : SphSettings
-        Static quadrature settings.  The defaults give a relative error below 1e-6
-        (measured: ~1e-8 typical, < 3e-7 worst) on realistic MGEs (widths 0.05..40
-        arcsec-equivalent, q 0.6-0.9, i = 60 deg, black hole, 32-Gaussian round halo).
+        Static quadrature settings.  The defaults give a relative error below 1e-6:
+        measured <= 2e-8 (against radial (24, 10), mass 48, los (20, 10)) at sky radii
+        0.01..30 arcsec of a realistic model (12 tracer Gaussians of widths 0.05..40
+        arcsec at 16.5 Mpc, q 0.9..0.6, beta -0.2..0.3, i = 60 deg; mass: the 12 stellar
+        Gaussians, a 32-Gaussian round NFW halo and a black hole).  Cost: about
+        (line-of-sight nodes 96) x (tracers) x (u nodes 72) x (20 flattened-mass ``v``
+        nodes + 1 per round Gaussian); 0.15-0.2 s per sky point for 12 x 45 Gaussians on
+        two shared CPU cores (exp-bound).
 
     Returns
     -------
@@ -304,6 +333,14 @@ def projected_second_moment_sph(x, y, tr, ms, inc, settings=SphSettings()):
     References
     ----------
     Cappellari (2020), MNRAS 494, 4819, secs. 3-4.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from dynamics.jam_sph import projected_second_moment_sph
+    >>> tr = (jnp.array([1e9]), jnp.array([0.5]), jnp.array([0.8]), jnp.array([1.25]))  # beta = 0.2
+    >>> ms = (jnp.array([3e9, 1e7]), jnp.array([0.5, 1.0]), jnp.array([0.36, 0.0]), jnp.array([False, True]))
+    >>> s2 = projected_second_moment_sph(0.3, 0.1, tr, ms, jnp.pi / 3)   # Sigma <v_los^2>
     """
     idx = split_mass(ms, settings)
     nu0, s_k, p_k, b_k = tr
