@@ -92,6 +92,7 @@ __all__ = ["SphSettings", "intrinsic_moments_sph", "projected_second_moment_sph"
 _CUT = 9.0          # T_hi = min(1, _CUT s_j / r): exp(-_CUT^2 / 2) = 2.6e-18
 _U_CUT = 80.0       # u_hi = _U_CUT s_k^2 (+ flattening term): tracer down by exp(-40)
 _TINY = 1e-300
+_LOS_BATCH = 8       # line-of-sight nodes per lax.map step (bounds memory under vmap)
 
 
 class SphSettings(NamedTuple):
@@ -328,7 +329,9 @@ def projected_second_moment_sph(x, y, tr, ms, inc, settings=SphSettings()):
     -------
     float
         ``Sigma <v_los^2>``, (tracer units per kpc^2) (km/s)^2; divide by the surface
-        density for ``V_rms^2``.
+        density for ``V_rms^2``.  With a point mass it diverges logarithmically at
+        ``x = y = 0`` (so does the model); the value returned there is finite but not
+        converged: evaluate the centre off the origin (e.g. spaxel-averaging nodes).
 
     References
     ----------
@@ -347,14 +350,17 @@ def projected_second_moment_sph(x, y, tr, ms, inc, settings=SphSettings()):
     x = jnp.asarray(x, dtype=float)
     y = jnp.asarray(y, dtype=float)
     si, ci = jnp.sin(inc), jnp.cos(inc)
-    d = jnp.sqrt(x * x + y * y)
+    d = jnp.sqrt(jnp.maximum(x * x + y * y, _TINY))           # gradient-safe at the centre
     zp, wz = _los_rule(d, jnp.min(s_k) * 1e-2, jnp.max(s_k), settings.los)
     yg = -y * ci + zp * si
     zg = y * si + zp * ci
-    R = jnp.sqrt(x * x + yg * yg)
-    r = jnp.maximum(jnp.sqrt(R * R + zg * zg), _TINY)
-    Rs = jnp.maximum(R, _TINY)
-    vr2, vth2, vph2 = jax.vmap(lambda a, b: _intrinsic(a, b, tr, ms, idx, settings))(R, zg)
+    R = jnp.sqrt(jnp.maximum(x * x + yg * yg, _TINY))
+    r = jnp.sqrt(R * R + zg * zg)
+    Rs = R
+    # lax.map over the line of sight: each step holds (tracers x u nodes x mass x v nodes)
+    # arrays; a vmap over all nodes (times a caller's vmap over points) exhausts memory
+    vr2, vth2, vph2 = jax.lax.map(lambda p: _intrinsic(p[0], p[1], tr, ms, idx, settings), (R, zg),
+                                  batch_size=_LOS_BATCH)
     n_r = (yg * si + zg * ci) / r
     n_th = (zg * (yg / Rs) * si - R * ci) / r
     n_ph = x / Rs * si
