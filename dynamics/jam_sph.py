@@ -7,7 +7,8 @@ intrinsic axis ratio ``p_k``, ``b_k = 1 / (1 - beta_k)``), mass Gaussian ``j``
 
 Jeans equations.  With the velocity ellipsoid aligned with ``(r, theta, phi)``
 (``<v_r v_theta> = 0``) and ``nu <v_theta^2> = nu <v_r^2> / b_k`` for each tracer
-Gaussian, the axisymmetric Jeans equations (Cappellari 2020 eqs. 8-9) read::
+Gaussian, the axisymmetric Jeans equations (Binney & Tremaine 2008 sec. 4.8 with
+``<v_r v_theta> = 0``; Cappellari 2020 sec. 4) read::
 
     d(nu v_r^2)/dr + nu (2 v_r^2 - v_theta^2 - v_phi^2) / r = -nu dPhi/dr
     d(nu v_theta^2)/dtheta / r + nu (v_theta^2 - v_phi^2) cot(theta) / r = -nu dPhi/dtheta / r
@@ -18,9 +19,9 @@ Gaussian, the axisymmetric Jeans equations (Cappellari 2020 eqs. 8-9) read::
     dX/dr - (1 - beta) tan(theta) / r dX/dtheta + 2 beta X / r
         = -nu (dPhi/dr - tan(theta) / r dPhi/dtheta) = -nu r (dPhi/dz) / z.
 
-Its characteristics are ``R r^-beta = const`` (C20 sec. 4.2), along which
+Its characteristics are ``R r^-beta = const`` (C20 sec. 4), along which
 ``d(r^(2 beta) X)/dr = -r^(2 beta) nu r h`` with ``h = (dPhi/dz) / z``.  With
-``X -> 0`` at infinity (C20 eq. 40 for constant beta)::
+``X -> 0`` at infinity (constant beta per Gaussian, as C20)::
 
     X_k(r, theta) = int_r^inf (r'/r)^(2 beta_k) nu_k(R', z') h(R', z') r' dr',
     R'^2 = R^2 (r'/r)^(2 beta_k),  z'^2 = r'^2 - R'^2.
@@ -29,7 +30,7 @@ In ``u = r'^2 - r^2`` (``r' dr' = du / 2``)::
 
     X_k = 1/2 int_0^inf (1 + u/r^2)^beta_k nu_k h du                                  (1)
 
-The theta equation then gives ``v_phi^2`` (C20 eq. 9 solved for it)::
+The theta equation, solved for ``v_phi^2``, gives::
 
     nu_k v_phi^2 = [X_k + tan(theta) dX_k/dtheta] / b_k + nu_k tan(theta) dPhi/dtheta.
 
@@ -71,8 +72,8 @@ Quadrature (static node counts, :class:`SphSettings`): ``u`` on a graded rule
 ``u_hi``) that follows the scales ``r^2`` of ``(1 + u/r^2)^beta``, ``2 s_k^2`` of the
 tracer and ``u_hi = 80 s_k^2 + z^2 (1/p_k^2 - 1)`` where the tracer has fallen by
 ``e^-40``; ``v`` on Gauss-Legendre nodes over ``[0, v(T_hi)]``, ``T_hi = min(1, 9 s_j /
-r')``; the line of sight in ``z' = zeta sinh t`` (``zeta`` half the projected radius)
-on panels of Gauss-Legendre nodes.
+r')``; the line of sight in ``z' = zeta sinh t`` (``zeta`` half the projected radius,
+at least ``s_min / 200``) on panels of Gauss-Legendre nodes, ``|z'| <= 9 s_max + d``.
 """
 
 import math
@@ -105,8 +106,9 @@ class SphSettings(NamedTuple):
     mass : Gauss-Legendre order of the ``v`` rule of each flattened mass Gaussian.
     los : (panels, order) of the line-of-sight rule in ``t`` (``z' = zeta sinh t``).
     round_mass : tuple of bools, one per mass Gaussian, marking those handled in closed
-        form (round Gaussians and the point mass); ``None``: read from concrete
-        ``e2_j == 0`` or ``point_j`` (required when the mass tuple is traced).
+        form (round Gaussians and the point mass; their derivative in ``e2_j`` is then
+        zero); ``None``: read from concrete ``e2_j == 0`` or ``point_j`` (a tuple is
+        required when the mass tuple is traced, e.g. passed as a jit argument).
     """
 
     radial: tuple = (8, 8)
@@ -250,7 +252,7 @@ def _intrinsic(R, z, tr, ms, idx, settings):
     _, _, tq = _force(R2, z2, ms, idx, settings.mass)
     vr2 = jnp.sum(X)
     vth2 = jnp.sum(X / b_k)
-    vph2 = jnp.sum((X + Y) / b_k) - nu * R2 * tq                               # C20 eq. 9
+    vph2 = jnp.sum((X + Y) / b_k) - nu * R2 * tq                               # theta equation
     return vr2, vth2, vph2
 
 
@@ -258,7 +260,7 @@ def intrinsic_moments_sph(R, z, tr, ms, settings=SphSettings()):
     """``(nu <v_r^2>, nu <v_theta^2>, nu <v_phi^2>)`` at one point ``(R, z)`` (kpc).
 
     Sums over tracer Gaussians of the per-Gaussian solutions of the spherically aligned
-    Jeans equations (Cappellari 2020 eqs. 8-9, 40; eqs. 1-2 of the module docstring).
+    Jeans equations (Cappellari 2020 sec. 4; eqs. 1-2 of the module docstring).
 
     Parameters
     ----------

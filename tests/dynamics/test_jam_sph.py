@@ -62,7 +62,7 @@ _TR, _MS = _pieces()
 
 @jax.jit
 def _jeans_terms(R, z):
-    """Terms of the radial and theta Jeans equations (C20 eqs. 8-9) at (R, z)."""
+    """Terms of the radial and theta Jeans equations (spherical alignment) at (R, z)."""
     tr, ms = _TR, _MS
     st = SphSettings(radial=(12, 8), mass=32)
     mom = lambda a, b: jnp.stack(intrinsic_moments_sph(a, b, tr, ms, st))
@@ -116,7 +116,7 @@ def _h_brute(R, z, ms):
 @pytest.mark.parametrize("R,z", [(0.03, 0.01), (0.3, 0.2), (1.0, 0.8)])
 def test_radial_against_scipy(R, z):
     """nu <v_r^2> of each tracer Gaussian: integral from infinity along the characteristic
-    R' r'^-beta = R r^-beta of the radial equation (C20 eq. 40), scipy quad."""
+    R' r'^-beta = R r^-beta of the radial equation (C20 sec. 4), scipy quad."""
     tr, ms = _pieces()
     mass = MGE(numpy.array([3e9, 6e8]), numpy.array([0.1, 0.5]), numpy.array([0.9, 0.6]))
     tr, ms = _pieces(mass=mass)
