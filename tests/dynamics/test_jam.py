@@ -395,4 +395,4 @@ def test_bad_input():
     with pytest.raises(ValueError, match="tracer must be an MGE"):
         jam_vrms(x, y, NFW(1e7, 1.0), MASS, **kw)
     with pytest.raises(ValueError, match="align"):
-        jam_vrms(x, y, TRACER, MASS, align="sph", **kw)
+        jam_vrms(x, y, TRACER, MASS, align="spherical", **kw)

@@ -246,3 +246,16 @@ def test_against_jampy():
     # jampy's spherical alignment is good to ~4e-3 at its defaults (DESIGN.md); ours to ~1e-7
     assert numpy.median(rel) < 3e-3
     assert rel.max() < 1e-2
+
+
+def test_jam_vrms_align_sph_isotropic_equals_cylindrical():
+    from dynamics import NFW, JamSettings, jam_vrms
+
+    mge = MGE.from_observed([2e4, 3e3, 4e2], [0.3, 2.0, 8.0], [0.8, 0.7, 0.6], 16.5)
+    x, y = jnp.array([0.05, 0.3, -0.6]), jnp.array([0.1, -0.2, 0.4])
+    kw = dict(inclination=70.0, beta=0.0, m_bh=1e8, settings=JamSettings(halo_range=(0.01, 20.0)))
+    mass = mge.scaled(4.0) + NFW(1e7, 5.0)
+    numpy.testing.assert_allclose(jam_vrms(x, y, mge, mass, align="sph", **kw), jam_vrms(x, y, mge, mass, **kw),
+                                  rtol=1e-8)
+    with pytest.raises(ValueError, match="align"):
+        jam_vrms(x, y, mge, mass, align="spherical", **kw)
