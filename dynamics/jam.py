@@ -28,6 +28,7 @@ from .profiles.composite import Composite
 from . import jam_cyl, jam_sph
 from . import jam_cyl_separable as jam_separable
 from .jam_cyl_separable import product_grid
+from .jam_cyl_rotation import rotation_table, interpolate
 from .jam_psf import grid_convolve, grid_size, pixel_average_nodes
 
 __all__ = ["jam_vrms", "jam_velocity", "JamSettings", "rotate_sky", "bin_average"]
@@ -42,8 +43,10 @@ class JamSettings(NamedTuple):
     quad : (panels, order) of the ``v`` quadrature.  V_rms uses nodes shared by all points
         (:mod:`dynamics.jam_cyl_separable`): (12, 8) gives ~1e-12 relative on the issue-9
         benchmark (halo, black hole, PSF and spaxels), (10, 6) ~3e-9, (8, 5) ~2e-7.  The
-        first moment uses per-point rules (:mod:`dynamics.jam_cyl`): (12, 8) ~1e-12
-        without PSF; (4, 6) ~1e-6.
+        first moment tabulates its rotation field on nodes shared by the whole table
+        (:mod:`dynamics.jam_cyl_rotation`), which span the table's range (out to 12
+        tracer widths): (12, 8) ~1e-8 of V at the default line-of-sight rule apart from
+        the clipping kinks, (8, 6) ~2e-4; (4, 6) is off by per cents.
     psf_step : first moments only (V_rms convolves analytically): PSF grid step in units
         of the smallest PSF dispersion (0.5: ~1e-10 for models smooth on that scale; a
         black hole or MGE widths well below the PSF make it ~1e-4, refine it then).
@@ -53,9 +56,11 @@ class JamSettings(NamedTuple):
     los : (panels, order) of the line-of-sight rule of the first moment.
     halo_gaussians : Gaussians per spherical mass component (:func:`fit_mge_weights`).
     halo_range : (r_min, r_max) kpc of that fit; None: from the tracer MGE and the data.
-    extent : V_rms only: the largest distance (kpc) of a sky point from the centre, which
-        sets the range of the shared quadrature nodes; required when the positions are
+    extent : the largest distance (kpc) of a sky point from the centre, which sets the
+        range of the shared quadrature nodes and tables; required when the positions are
         traced (None: from the concrete positions).
+    table : first moments: grid points per axis of the meridional table of the rotation
+        field (:mod:`dynamics.jam_cyl_rotation`).
     """
 
     quad: tuple = jam_cyl.QUAD
@@ -65,6 +70,7 @@ class JamSettings(NamedTuple):
     halo_gaussians: int = 32
     halo_range: tuple = None
     extent: float = None
+    table: int = 128
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -505,22 +511,18 @@ def jam_velocity(x, y, tracer, mass, *, inclination, beta=0.0, kappa=1.0, m_bh=0
         raise ValueError("kappa must be a scalar with rotation='total'")
     x, y, tr, ms, psf = _setup(x, y, tracer, mass, inclination, beta, m_bh, psf_sigma, psf_weight,
                                pixel_size, settings)
+    flat, round_, m_bh = _mass_split(mass, tracer, x, y, inclination, m_bh, settings)
     kappa = _per_gaussian(kappa, tracer.n, "kappa", lambda v: numpy.ones_like(v, bool), "real")
     inc = jnp.asarray(inclination) * DEG
     si, ci = jnp.sin(inc), jnp.cos(inc)
     nu0, s_k, p_k, b_k = tr
     s_min, s_max, q_min = jnp.min(s_k), jnp.max(s_k), jnp.min(p_k)
-    quad = settings.quad
-
-    def rot_at(R, z):
-        d = jnp.sqrt(R**2 + z**2)
-        w, P, Q, F, H, C = jam_cyl._pair_terms(d, tr, ms, quad)
-        E = C * w * jnp.exp(-P * R**2 - Q * z**2)
-        excess = R**2 * jnp.sum(E * (H - 2.0 * b_k[:, None, None] * P * F), axis=(1, 2))   # (K,)
-        nu_k = nu0 * jnp.exp(-(R**2 + (z / p_k) ** 2) / (2.0 * s_k**2))
-        if rotation == "total":                                                       # C20 eq. 21
-            return kappa[0] * safe_sqrt(jnp.sum(nu_k) * jnp.sum(excess))
-        return jnp.sum(kappa * safe_sqrt(nu_k * excess))                              # C08 eq. 35
+    # the table reaches every line-of-sight node of every point (and of the PSF grid)
+    _, d_hi = _extent(x, y, settings)
+    s_psf, _, p_pix, _, _ = psf
+    reach = 1.4142135623730951 * (d_hi + jnp.asarray(p_pix) + 9.0 * jnp.max(jnp.asarray(s_psf)))
+    table = rotation_table(tr, flat, round_, m_bh if _has_bh(m_bh) else None,
+                           reach + 12.0 * s_max / q_min, settings.table, settings.quad)
 
     def fields(xp, yp):
         d = jnp.sqrt(xp**2 + yp**2)
@@ -528,11 +530,15 @@ def jam_velocity(x, y, tracer, mass, *, inclination, beta=0.0, kappa=1.0, m_bh=0
         yy = -yp * ci + zp * si
         zz = yp * si + zp * ci
         R = jnp.sqrt(xp**2 + yy**2)
-        R_safe = jnp.maximum(R, 1e-300)
-        vals = jax.vmap(rot_at)(R, zz) * xp / R_safe
+        u = jax.vmap(lambda r, z: interpolate(table, r, z))(R, zz)                     # (nodes, K)
+        nu = nu0 * jnp.exp(-(R[:, None] ** 2 + (zz[:, None] / p_k) ** 2) / (2.0 * s_k**2))
+        if rotation == "total":                                                       # C20 eq. 21
+            rot = kappa[0] * safe_sqrt(jnp.sum(nu, axis=1) * jnp.sum(nu * u, axis=1))
+        else:                                                                         # C08 eq. 35
+            rot = jnp.sum(kappa * nu * safe_sqrt(u), axis=1)
+        vals = rot * xp / jnp.maximum(R, 1e-300)
         return (si * jnp.sum(wz * vals),
                 jam_cyl.surface_brightness(xp, yp, tracer.surf, tracer.sigma, tracer.q))
 
-    # one point at a time: each holds (line-of-sight nodes x pairs x v nodes) arrays
-    num, den = _observe(fields, x, y, psf, settings, odd_x=(True, False), batch=1)
+    num, den = _observe(fields, x, y, psf, settings, odd_x=(True, False), batch=128)
     return num / den

@@ -54,7 +54,7 @@ from .constants import G
 from ._quadrature import gauss_legendre
 from .jam_cyl import smooth_1d
 
-__all__ = ["Nodes", "gaussian_nodes", "spherical_nodes", "nodes_sum", "nodes_grid", "kernel_parts",
+__all__ = ["Nodes", "gaussian_nodes", "spherical_nodes", "gaussian_factors", "spherical_factors", "nodes_sum", "nodes_grid", "kernel_parts",
            "product_grid"]
 
 _CUT = 9.0
@@ -105,6 +105,23 @@ def gaussian_nodes(tr, m_j, s_j, e2_j, sin2, d_max, s_c, quad):
     widths (kpc) and intrinsic ellipticities ``1 - q_j^2``; ``d_max`` (kpc) the extent of
     the data and ``s_c`` the PSF dispersion (0 without PSF).
     """
+    return _combine(*gaussian_factors(tr, m_j, s_j, e2_j, d_max, s_c, quad), tr[3][:, None, None], sin2)
+
+
+def spherical_nodes(tr, m_j, s_j, m_bh, sin2, d_max, d_min, s_c, quad):
+    """Nodes of the round mass Gaussians (totals ``m_j``, widths ``s_j``) and a point mass
+    ``m_bh``, merged in ``t = v / s_j`` (module docstring): ``K (J + 2 M + 1) order`` nodes."""
+    return _combine(*spherical_factors(tr, m_j, s_j, m_bh, d_max, d_min, s_c, quad), tr[3][:, None], sin2)
+
+
+def gaussian_factors(tr, m_j, s_j, e2_j, d_max, s_c, quad):
+    """``(w, P, Q, F, H, C)`` of :mod:`dynamics.jam_cyl` on the shared nodes of the
+    flattened mass Gaussians, shape ``(K, J, N)`` (``C``: ``(K, J, 1)``).
+
+    ``tr = (nu0, s_k, p_k, b_k)``; ``m_j, s_j, e2_j`` the mass Gaussians' totals (Msun),
+    widths (kpc) and intrinsic ellipticities ``1 - q_j^2``; ``d_max`` (kpc) the extent of
+    the data and ``s_c`` the PSF dispersion (0 without PSF).
+    """
     nu0, s_k, p_k, b_k = tr
     m, order = quad
     reach = jnp.maximum(jnp.maximum(d_max, s_k / p_k), s_c)                       # (K,)
@@ -122,12 +139,12 @@ def gaussian_nodes(tr, m_j, s_j, e2_j, sin2, d_max, s_c, quad):
     F = v2 / (2.0 * Q * den)
     H = v2 / den**2
     C = (_SQRT_2_PI * G * m_j[None, :] * nu0[:, None] / s_j[None, :] ** 3)[..., None]
-    return _combine(w, P, Q, F, H, C, b_k[:, None, None], sin2)
+    return w, P, Q, F, H, C
 
 
-def spherical_nodes(tr, m_j, s_j, m_bh, sin2, d_max, d_min, s_c, quad):
-    """Nodes of the round mass Gaussians (totals ``m_j``, widths ``s_j``) and a point mass
-    ``m_bh``, merged in ``t = v / s_j`` (module docstring): ``K (J + 2 M + 1) order`` nodes."""
+def spherical_factors(tr, m_j, s_j, m_bh, d_max, d_min, s_c, quad):
+    """``(w, P, Q, F, H, C)`` on the merged nodes of the round mass Gaussians and the point
+    mass (``w`` includes the step weight ``mu``), shape ``(K, T)`` (``C``: ``(K, 1)``)."""
     nu0, s_k, p_k, b_k = tr
     m, order = quad
     reach = jnp.maximum(jnp.maximum(d_max, s_k / p_k), s_c)                         # (K,)
@@ -149,7 +166,7 @@ def spherical_nodes(tr, m_j, s_j, m_bh, sin2, d_max, d_min, s_c, quad):
     Q = 0.5 / (sk * p_k[:, None]) ** 2 + 0.5 * t2
     F = t2 / (2.0 * Q)
     C = (_SQRT_2_PI * G * nu0)[:, None]
-    return _combine(w, P, Q, F, t2, C, b_k[:, None], sin2)
+    return w, P, Q, F, t2, C
 
 
 def nodes_sum(nodes, x, y, s2, p, box, batch=64):

@@ -10,9 +10,9 @@ jampy's time and its difference from ours (after scaling jampy's G = 0.004301).
 
     python tests/benchmarks/bench_jam.py [--n 40] [--n-velocity 8] [--repeat 3] [--fast]
 
-The first moment (line-of-sight quadrature of clipped square roots, PSF by a grid
-convolution) is much slower than V_rms here, so it runs on a smaller ``--n-velocity``
-grid of the same spaxels (the central ones); jampy runs on the same grid for each.
+The first moment (line-of-sight quadrature of clipped square roots through a tabulated
+rotation field, PSF by a grid convolution) runs on ``--n-velocity`` spaxels per side
+(default: the same 40 x 40 grid); jampy runs on the same grid for each.
 
 ``--fast`` uses a lighter quadrature (JamSettings(quad=(4, 6))), the setting that the
 accuracy goal (1e-5) allows.
@@ -56,7 +56,7 @@ def _best(f, repeat):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=40)
-    ap.add_argument("--n-velocity", type=int, default=8)
+    ap.add_argument("--n-velocity", type=int, default=40)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--fast", action="store_true")
     ap.add_argument("--only", choices=("vrms", "velocity"), default=None)
@@ -74,10 +74,10 @@ def main():
     r_range = (float(tracer.sigma.min()) / 10, 10 * float(max(tracer.sigma.max(), numpy.hypot(x, y).max())))
     settings = JamSettings(quad=(4, 6) if args.fast else JamSettings().quad, halo_range=r_range)
     ref_settings = JamSettings(quad=(12, 12), psf_step=0.25, los=(16, 16), halo_range=r_range)
-    # first moment: lighter rules (its clipping kinks limit it to ~1e-4 anyway); reference with
-    # denser v and line-of-sight rules on the same PSF grid
-    vel_settings = JamSettings(quad=(4, 6), los=(6, 8), halo_range=r_range)
-    vel_ref_settings = JamSettings(quad=(8, 8), los=(12, 12), halo_range=r_range)
+    # first moment: lighter v and line-of-sight rules (the clipping kinks limit it to ~1e-4);
+    # reference: denser rules everywhere, a finer rotation table and a finer PSF grid
+    vel_settings = JamSettings(quad=(8, 6), los=(6, 8), halo_range=r_range)
+    vel_ref_settings = JamSettings(quad=(12, 8), los=(16, 16), table=512, psf_step=0.25, halo_range=r_range)
     psf = dict(psf_sigma=PSF * kpc, pixel_size=PIX * kpc)
     print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; jax {jax.__version__} on "
           f"{jax.devices()[0].platform}; {args.n}x{args.n} spaxels of {PIX} arcsec at {DIST} Mpc, "
