@@ -24,7 +24,7 @@ from functools import lru_cache
 import jax.numpy as jnp
 import numpy
 
-__all__ = ["gauss_legendre", "panel_nodes", "integrate", "cumulative", "interpolate"]
+__all__ = ["gauss_legendre", "panel_nodes", "integrate", "cumulative", "interpolate", "sinh_rule"]
 
 
 @lru_cache(maxsize=None)
@@ -142,3 +142,19 @@ def interpolate(x, lo, hi, values):
     for k in range(order - 1, 0, -1):
         b1, b2 = 2.0 * local * b1 - b2 + c[..., k], b1
     return local * b1 - b2 + c[..., 0]
+
+
+def sinh_rule(zeta, reach, rule):
+    """Nodes ``z = zeta sinh t`` for ``t`` in ``[-T, T]``, ``T = asinh(reach / zeta)``, on
+    ``rule = (panels, order)`` equal Gauss-Legendre panels, and weights ``dz``: dense within
+    ``zeta`` of zero, logarithmic beyond (line-of-sight integrals of centrally concentrated
+    densities).  ``zeta``, ``reach`` may be traced; returns two arrays of ``panels * order``.
+    """
+    m, k = rule
+    t_max = jnp.arcsinh(reach / zeta)
+    tx, tw = gauss_legendre(k)
+    half = t_max / m
+    centres = -t_max + (2.0 * jnp.arange(m) + 1.0) * half
+    t = (centres[:, None] + half * jnp.asarray(tx)).reshape(-1)
+    wt = (half * jnp.broadcast_to(jnp.asarray(tw), (m, k))).reshape(-1)
+    return zeta * jnp.sinh(t), wt * zeta * jnp.cosh(t)

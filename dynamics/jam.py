@@ -23,6 +23,7 @@ import numpy
 
 from .mge import MGE, fit_mge_weights, check_inclination
 from .constants import DEG
+from ._quadrature import sinh_rule
 from .profiles.base import Profile, is_concrete
 from .profiles.composite import Composite
 from . import jam_cyl, jam_sph
@@ -248,7 +249,8 @@ def _extent(x, y, settings):
     return 0.0, float(settings.extent)
 
 
-def _setup(x, y, tracer, mass, inclination, beta, m_bh, psf_sigma, psf_weight, pixel_size, settings):
+def _tracer_setup(x, y, tracer, inclination, beta):
+    """Checked points, inclination and the deprojected tracer tuple ``(nu0, s_k, p_k, b_k)``."""
     x, y = _check_points(x, y)
     if not isinstance(tracer, MGE):
         raise ValueError(f"tracer must be an MGE, got {type(tracer).__name__}")
@@ -258,7 +260,11 @@ def _setup(x, y, tracer, mass, inclination, beta, m_bh, psf_sigma, psf_weight, p
     check_inclination(tracer.q, inclination)
     nu0, p_k = tracer.deproject(inclination)
     beta = _per_gaussian(beta, tracer.n, "beta", lambda v: v < 1, "< 1")
-    tr = (nu0, tracer.sigma, p_k, 1.0 / (1.0 - beta))
+    return x, y, inclination, (nu0, tracer.sigma, p_k, 1.0 / (1.0 - beta))
+
+
+def _setup(x, y, tracer, mass, inclination, beta, m_bh, psf_sigma, psf_weight, pixel_size, settings):
+    x, y, inclination, tr = _tracer_setup(x, y, tracer, inclination, beta)
     ms = _mass_gaussians(mass, tracer, x, y, inclination, m_bh, settings)
     psf = _check_psf(psf_sigma, psf_weight, pixel_size)
     return x, y, tr, ms, psf
@@ -382,16 +388,7 @@ def jam_vrms(x, y, tracer, mass, *, inclination, beta=0.0, m_bh=0.0, align="cyl"
         raise ValueError(f"align must be 'cyl' or 'sph', got {align!r}")
     if align == "sph":
         return _vrms_sph(x, y, tracer, mass, inclination, beta, m_bh, psf_sigma, psf_weight, pixel_size, settings)
-    x, y = _check_points(x, y)
-    if not isinstance(tracer, MGE):
-        raise ValueError(f"tracer must be an MGE, got {type(tracer).__name__}")
-    inclination = jnp.asarray(inclination, dtype=float)
-    if inclination.ndim != 0:
-        raise ValueError(f"inclination must be a scalar, got shape {inclination.shape}")
-    check_inclination(tracer.q, inclination)
-    nu0, p_k = tracer.deproject(inclination)
-    beta = _per_gaussian(beta, tracer.n, "beta", lambda v: v < 1, "< 1")
-    tr = (nu0, tracer.sigma, p_k, 1.0 / (1.0 - beta))
+    x, y, inclination, tr = _tracer_setup(x, y, tracer, inclination, beta)
     flat, round_, m_bh = _mass_split(mass, tracer, x, y, inclination, m_bh, settings)
     s, w, p, has_psf, has_pix = _check_psf(psf_sigma, psf_weight, pixel_size)
     sin2 = jnp.sin(inclination * DEG) ** 2
@@ -471,19 +468,8 @@ def safe_sqrt(x):
 
 
 def _los_nodes(d, s_min, s_max, q_min, los):
-    """Line-of-sight nodes ``z' = zeta sinh t`` on ``t`` in [-T, T] (dense near the centre)."""
-    from ._quadrature import gauss_legendre
-
-    m, k = los
-    zeta = 0.5 * jnp.maximum(d, s_min)
-    big = 12.0 * s_max / q_min
-    t_max = jnp.arcsinh(big / zeta)
-    tx, tw = gauss_legendre(k)
-    half = t_max / m
-    centres = -t_max + (2.0 * jnp.arange(m) + 1.0) * half
-    t = (centres[:, None] + half * jnp.asarray(tx)).reshape(-1)
-    wt = (half * jnp.broadcast_to(jnp.asarray(tw), (m, k))).reshape(-1)
-    return zeta * jnp.sinh(t), wt * zeta * jnp.cosh(t)
+    """Line-of-sight nodes ``z' = zeta sinh t`` (dense near the centre), out to 12 widths."""
+    return sinh_rule(0.5 * jnp.maximum(d, s_min), 12.0 * s_max / q_min, los)
 
 
 def jam_velocity(x, y, tracer, mass, *, inclination, beta=0.0, kappa=1.0, m_bh=0.0, psf_sigma=0.0,

@@ -85,7 +85,7 @@ import numpy
 from jax.scipy.special import erf
 
 from .constants import G
-from ._quadrature import gauss_legendre
+from ._quadrature import gauss_legendre, sinh_rule
 from .profiles.base import is_concrete
 
 __all__ = ["SphSettings", "intrinsic_moments_sph", "projected_second_moment_sph", "split_mass"]
@@ -291,15 +291,7 @@ def intrinsic_moments_sph(R, z, tr, ms, settings=SphSettings()):
 # ----------------------------------------------------------------------------- projection
 def _los_rule(d, s_min, s_max, los):
     """Nodes ``z' = zeta sinh t`` on ``t`` in [-T, T] and weights ``dz'``."""
-    m, k = los
-    zeta = 0.5 * jnp.maximum(d, s_min)
-    t_max = jnp.arcsinh((_CUT * s_max + d) / zeta)
-    tx, tw = gauss_legendre(k)
-    half = t_max / m
-    centres = -t_max + (2.0 * jnp.arange(m) + 1.0) * half
-    t = (centres[:, None] + half * jnp.asarray(tx)).reshape(-1)
-    wt = (half * jnp.broadcast_to(jnp.asarray(tw), (m, k))).reshape(-1)
-    return zeta * jnp.sinh(t), wt * zeta * jnp.cosh(t)
+    return sinh_rule(0.5 * jnp.maximum(d, s_min), _CUT * s_max + d, los)
 
 
 def projected_second_moment_sph(x, y, tr, ms, inc, settings=SphSettings()):
