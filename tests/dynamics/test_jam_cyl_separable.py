@@ -100,7 +100,7 @@ def test_halo_only_no_black_hole_and_traced_positions():
 
 
 def test_forward_and_reverse_derivatives_agree():
-    g = (numpy.arange(4) - 1.5) * 0.8 * KPC
+    g = (numpy.arange(3) - 1.0) * 0.8 * KPC + 0.1 * KPC
     x, y = (a.ravel() for a in numpy.meshgrid(g, g))
     settings = JamSettings(halo_range=HALO_RANGE)
 
@@ -110,13 +110,14 @@ def test_forward_and_reverse_derivatives_agree():
                         psf_sigma=psf, pixel_size=pix, settings=settings)
 
     p0 = jnp.array([INC, 3.0, 0.6 * KPC, 0.8 * KPC, M_BH])
-    fwd = jax.jacfwd(f)(p0)
-    rev = jax.jacrev(f)(p0)
+    fwd = jax.jit(jax.jacfwd(f))(p0)
+    rev = jax.jit(jax.jacrev(f))(p0)
     numpy.testing.assert_allclose(fwd, rev, rtol=1e-10, atol=1e-12 * float(jnp.abs(rev).max()))
     # and against central differences for the PSF and the spaxel size
+    fj = jax.jit(f)
     for i in (2, 3):
         h = 1e-5 * float(p0[i])
-        fd = (f(p0.at[i].add(h)) - f(p0.at[i].add(-h))) / (2 * h)
+        fd = (fj(p0.at[i].add(h)) - fj(p0.at[i].add(-h))) / (2 * h)
         numpy.testing.assert_allclose(rev[:, i], fd, rtol=1e-6, atol=1e-6 * float(jnp.abs(fd).max()))
 
 
