@@ -175,36 +175,6 @@ def _halo_range(tracer, x, y, settings):
     return (float(s.min()) / 10.0, 10.0 * r_out)
 
 
-def _mass_gaussians(mass, tracer, x, y, inclination, m_bh, settings):
-    """(M_j, s_j, e2_j, point_j) of the mass model: MGEs deprojected, spheres fitted, BH."""
-    comps = mass.components if isinstance(mass, Composite) else (mass,)
-    if not all(isinstance(c, Profile) for c in comps):
-        raise ValueError(f"mass must be an MGE or a sum of an MGE and Profiles, got {type(mass).__name__}")
-    tot, sig, e2 = [], [], []
-    for c in comps:
-        if not isinstance(c, MGE):
-            lo, hi = _halo_range(tracer, x, y, settings)
-            m, s = fit_mge_weights(c, lo, hi, settings.halo_gaussians)
-            tot.append(m)
-            sig.append(s)
-            e2.append(jnp.zeros_like(s))
-            continue
-        _, q_int = c.deproject(inclination)
-        tot.append(c.total())
-        sig.append(c.sigma)
-        e2.append(1.0 - q_int**2)
-    m_bh = jnp.asarray(m_bh, dtype=float)
-    if m_bh.ndim != 0:
-        raise ValueError(f"m_bh must be a scalar, got shape {m_bh.shape}")
-    if is_concrete(m_bh) and not (numpy.isfinite(float(m_bh)) and float(m_bh) >= 0):
-        raise ValueError(f"m_bh must be finite and >= 0, got {float(m_bh)!r}")
-    n = sum(t.shape[0] for t in tot)
-    point = numpy.zeros(n + 1, dtype=bool)
-    point[-1] = True
-    return (jnp.concatenate(tot + [m_bh[None]]), jnp.concatenate(sig + [jnp.ones(1)]),
-            jnp.concatenate(e2 + [jnp.zeros(1)]), jnp.asarray(point))
-
-
 def _mass_split(mass, tracer, x, y, inclination, m_bh, settings):
     """Mass model as ``(flat, round, m_bh)``: ``flat = (M_j, s_j, e2_j)`` of the MGE
     components deprojected, ``round = (M_j, s_j)`` of the spherical profiles expanded
@@ -232,6 +202,20 @@ def _mass_split(mass, tracer, x, y, inclination, m_bh, settings):
     flat = tuple(jnp.concatenate(v) for v in (tot, sig, e2)) if tot else None
     round_ = (jnp.concatenate(r_tot), jnp.concatenate(r_sig)) if r_tot else None
     return flat, round_, m_bh
+
+
+def _mass_gaussians(mass, tracer, x, y, inclination, m_bh, settings):
+    """``(M_j, s_j, e2_j, point_j)`` of the mass model in one list, for the per-point rules:
+    the flattened (MGE) Gaussians, then the round ones (``e2 = 0``), then the point mass."""
+    flat, round_, m_bh = _mass_split(mass, tracer, x, y, inclination, m_bh, settings)
+    parts = [] if flat is None else [flat]
+    if round_ is not None:
+        parts.append((*round_, jnp.zeros_like(round_[1])))
+    parts.append((m_bh[None], jnp.ones(1), jnp.zeros(1)))
+    n = sum(part[0].shape[0] for part in parts)
+    point = numpy.zeros(n, dtype=bool)
+    point[-1] = True
+    return (*(jnp.concatenate(v) for v in zip(*parts)), jnp.asarray(point))
 
 
 def _has_bh(m_bh):
@@ -447,17 +431,15 @@ def _vrms_sph(x, y, tracer, mass, inclination, beta, m_bh, psf_sigma, psf_weight
 
 
 def _round_mass(mass, settings):
-    """Static flags of the mass Gaussians of :func:`_mass_gaussians` that are round
-    (spherical profiles, MGE Gaussians with concrete q = 1) or the point mass."""
+    """Static flags of the mass Gaussians of :func:`_mass_gaussians` (same order) that are
+    round (MGE Gaussians with concrete q = 1, expanded spherical profiles) or the point mass."""
     comps = mass.components if isinstance(mass, Composite) else (mass,)
     flags = []
     for c in comps:
         if isinstance(c, MGE):
-            q = numpy.asarray(c.q) if is_concrete(c.q) else numpy.zeros(c.n)
-            flags.extend(q == 1.0)
-        else:
-            flags.extend([True] * settings.halo_gaussians)
-    return flags + [True]
+            flags.extend((numpy.asarray(c.q) if is_concrete(c.q) else numpy.zeros(c.n)) == 1.0)
+    n_round = sum(settings.halo_gaussians for c in comps if not isinstance(c, MGE))
+    return flags + [True] * n_round + [True]
 
 
 # ----------------------------------------------------------------------------- first moment
@@ -495,9 +477,9 @@ def jam_velocity(x, y, tracer, mass, *, inclination, beta=0.0, kappa=1.0, m_bh=0
         raise ValueError(f"rotation must be 'gaussian' or 'total', got {rotation!r}")
     if rotation == "total" and numpy.ndim(kappa) != 0:
         raise ValueError("kappa must be a scalar with rotation='total'")
-    x, y, tr, ms, psf = _setup(x, y, tracer, mass, inclination, beta, m_bh, psf_sigma, psf_weight,
-                               pixel_size, settings)
+    x, y, inclination, tr = _tracer_setup(x, y, tracer, inclination, beta)
     flat, round_, m_bh = _mass_split(mass, tracer, x, y, inclination, m_bh, settings)
+    psf = _check_psf(psf_sigma, psf_weight, pixel_size)
     kappa = _per_gaussian(kappa, tracer.n, "kappa", lambda v: numpy.ones_like(v, bool), "real")
     inc = jnp.asarray(inclination) * DEG
     si, ci = jnp.sin(inc), jnp.cos(inc)
