@@ -48,7 +48,7 @@ from ._quadrature import gauss_legendre
 
 __all__ = ["graded_nodes", "potential_rz", "circular_velocity2", "intrinsic_moments",
            "projected_second_moment", "surface_brightness", "projected_second_moment_smoothed",
-           "surface_brightness_smoothed", "smooth_1d", "QUAD"]
+           "surface_brightness_smoothed", "smooth_1d", "box_integrals", "QUAD"]
 
 #: default (geometric panels, Legendre order) of the v quadrature
 QUAD = (12, 8)
@@ -216,39 +216,40 @@ def _box_moments(c, lo, hi):
     exponentials: ``d i0/dc = -i2``, ``d i2/dc = -i4``, and the end-point values for
     ``lo`` and ``hi``; with autodiff the gradient of a V_rms map cost about 7x its value.
     """
-    i0, i2, _, _, _ = _box_parts(c, lo, hi)
+    i0, i2, _, _ = box_integrals(c, lo, hi)
     return i0, i2
 
 
 @jax.custom_jvp
 def _box_moment0(c, lo, hi):
     """The first of :func:`_box_moments` alone (its derivative needs the second)."""
-    rc = jnp.sqrt(c)
-    return 0.5 * jnp.sqrt(jnp.pi) / rc * (erfc(rc * lo) - erfc(rc * hi))
+    return box_integrals(c, lo, hi)[0]
 
 
 @_box_moment0.defjvp
 def _box_moment0_jvp(primals, tangents):
     c, lo, hi = primals
     dc, dlo, dhi = tangents
-    i0, i2, e_lo, e_hi, _ = _box_parts(c, lo, hi)
+    i0, i2, e_lo, e_hi = box_integrals(c, lo, hi)
     return i0, -i2 * dc + e_hi * dhi - e_lo * dlo
 
 
-def _box_parts(c, lo, hi):
+def box_integrals(c, lo, hi):
+    """``(i0, i2, e_lo, e_hi)``: ``i_m = int_lo^hi t^m exp(-c t^2) dt`` (``hi >= |lo|``, see
+    :func:`_box_moments`) and the end-point values ``exp(-c lo^2)``, ``exp(-c hi^2)``."""
     rc = jnp.sqrt(c)
     e_lo = jnp.exp(-c * lo**2)
     e_hi = jnp.exp(-c * hi**2)
     i0 = 0.5 * jnp.sqrt(jnp.pi) / rc * (erfc(rc * lo) - erfc(rc * hi))
     i2 = (lo * e_lo - hi * e_hi + i0) / (2.0 * c)
-    return i0, i2, e_lo, e_hi, rc
+    return i0, i2, e_lo, e_hi
 
 
 @_box_moments.defjvp
 def _box_moments_jvp(primals, tangents):
     c, lo, hi = primals
     dc, dlo, dhi = tangents
-    i0, i2, e_lo, e_hi, _ = _box_parts(c, lo, hi)
+    i0, i2, e_lo, e_hi = box_integrals(c, lo, hi)
     i4 = (lo**3 * e_lo - hi**3 * e_hi + 3.0 * i2) / (2.0 * c)
     di0 = -i2 * dc + e_hi * dhi - e_lo * dlo
     di2 = -i4 * dc + hi**2 * e_hi * dhi - lo**2 * e_lo * dlo

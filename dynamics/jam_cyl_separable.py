@@ -48,11 +48,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy
-from jax.scipy.special import erfc
 
 from .constants import G
 from ._quadrature import gauss_legendre
-from .jam_cyl import smooth_1d
+from .jam_cyl import box_integrals, smooth_1d
 
 __all__ = ["Nodes", "gaussian_nodes", "spherical_nodes", "gaussian_factors", "spherical_factors", "nodes_sum", "nodes_grid", "kernel_parts",
            "product_grid"]
@@ -226,10 +225,7 @@ def kernel_parts(alpha, u, s2, p, box):
         zero = jnp.zeros_like(x0)
         return x0, x2, x0_a, x2_a, x0_s, x2_s, zero, zero
     lo, hi = u - 0.5 * p, u + 0.5 * p
-    rc = jnp.sqrt(c)
-    e_lo, e_hi = jnp.exp(-c * lo * lo), jnp.exp(-c * hi * hi)
-    i0 = 0.5 * jnp.sqrt(jnp.pi) / rc * (erfc(rc * lo) - erfc(rc * hi))
-    i2 = (lo * e_lo - hi * e_hi + i0) / (2.0 * c)
+    i0, i2, e_lo, e_hi = box_integrals(c, lo, hi)
     i4 = (lo**3 * e_lo - hi**3 * e_hi + 3.0 * i2) / (2.0 * c)
     n = jnp.sqrt(r) / p
     n_a, n_s = 0.5 * n * dr_da / r, 0.5 * n * dr_ds / r
