@@ -14,6 +14,23 @@ tracer's Plummer scale is free: ``p_mem(R) = 2 R a^2 / (R^2 + a^2)^2`` normalise
 ``R_max``, ``p_fg(R) = 2 R / R_max^2`` (uniform foreground). Without a foreground the
 likelihood is the Gaussian member term alone.
 
+The foreground dispersion is sampled relative to the members' (ordered dispersions):
+
+``sigma_fg = 10**log10_fg_ratio * max_i sigma_los(R_i)``,  ``log10_fg_ratio >= log10 2``
+
+so that the foreground is always at least twice as broad as the broadest member
+Gaussian. The Walker et al. (2009) and Martinez et al. (2011) mixtures describe the
+contamination as a distribution much broader than the galaxy's (a Milky-Way model or a
+wide Gaussian); with both dispersions free and exchangeable the mixture is not
+identified: a chain can give the foreground the members' velocities (``fg_mean`` at
+``v_sys``, ``sigma_fg`` near the members' dispersion, ``f_fg`` near 1) and leave the
+member term to the tails, and two chains then disagree (R-hat of 20 for the mock of
+``examples/mock_dwarf.py`` with free ``log10_fg_sigma``). The ordering removes that mode
+and keeps ``f_fg``'s prior uniform on ``(0, 1)``, so that samples dominated by
+non-members remain allowed. When the true contamination is barely broader than the
+galaxy, lower the bound through ``config.priors["log10_fg_ratio"]`` (0 still keeps the
+order).
+
 The halo and the anisotropy are objects: fixed (a :class:`dynamics.Profile`, a
 :class:`dynamics.Anisotropy` such as ``Isotropic()``) or a :class:`Family`, a function of
 sampled parameters that declares their uniform priors. The user's own profile enters the
@@ -34,16 +51,21 @@ coordinates (uniform priors; ``config.priors`` overrides the bounds):
 ``log10_r_plummer``       tracer Plummer scale, log10 kpc (when not fixed)
 ``v_sys``                 systemic velocity, km/s
 ``f_fg``                  foreground fraction (``foreground=True``)
-``fg_mean``, ``log10_fg_sigma``   foreground mean (km/s) and log10 dispersion
+``fg_mean``               foreground mean, km/s
+``log10_fg_ratio``        log10 of the foreground dispersion over the members'
+                          largest ``sigma_los`` over the stars (:func:`foreground_sigma`)
 ========================  ==========================================================
 
 Units kpc, km/s, Msun. Random functions take explicit keys; results are NamedTuples.
+:func:`fit_nuts` checks split R-hat and the effective sample size and warns
+(:class:`dynamics.convergence.ConvergenceWarning`) when they fail their limits.
 
 References
 ----------
 Read J. I. et al. 2006, MNRAS 367, 387 (symmetrised beta).
 Walker M. G. et al. 2009, AJ 137, 3109; Martinez G. D. et al. 2011, ApJ 738, 55.
 Hoffman M. D. & Gelman A. 2014, JMLR 15, 1593 (NUTS).
+Vehtari A. et al. 2021, Bayesian Anal. 16, 667 (R-hat < 1.01).
 """
 
 from __future__ import annotations
@@ -63,6 +85,7 @@ from numpyro.diagnostics import summary
 from numpyro.infer import MCMC, NUTS, init_to_median, init_to_value
 
 from dynamics.anisotropy import Anisotropy, ConstantBeta, OsipkovMerritt
+from dynamics.convergence import warn_if_not_converged
 from dynamics.jeans import sigma_los2_profile
 from dynamics.profiles import NFW, Plummer, Profile, Zhao
 
@@ -77,6 +100,7 @@ __all__ = [
     "RadiusGrid",
     "radius_grid",
     "member_variance",
+    "foreground_sigma",
     "FitResult",
     "DEFAULT_PRIORS",
     "param_names",
@@ -94,7 +118,8 @@ DEFAULT_PRIORS = MappingProxyType({
     "v_sys": (-1000.0, 1000.0),
     "f_fg": (0.0, 1.0),
     "fg_mean": (-1000.0, 1000.0),
-    "log10_fg_sigma": (0.0, 3.0),
+    # sigma_fg / max_i sigma_los(R_i) in [2, 100]: the foreground cannot mimic the members
+    "log10_fg_ratio": (float(np.log10(2.0)), 2.0),
 })
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
@@ -302,6 +327,10 @@ class FitResult(NamedTuple):
         Leapfrog steps per draw (all chains, flattened).
     mcmc : numpyro.infer.MCMC
         The sampler object (for its own diagnostics).
+    converged : bool
+        Every parameter has R-hat <= ``r_hat_max`` and ``n_eff >= ess_min``
+        (:func:`dynamics.convergence.convergence_problems`); when False, :func:`fit_nuts`
+        has issued a :class:`dynamics.convergence.ConvergenceWarning`.
     """
 
     samples: dict
@@ -311,6 +340,7 @@ class FitResult(NamedTuple):
     num_divergences: int
     num_steps: jax.Array
     mcmc: object
+    converged: bool
 
 
 def _check_config(config):
@@ -357,7 +387,7 @@ def _default_bounds(config):
     model = ["log10_r_plummer"] if config.tracer_r_s is None else []
     model.append("v_sys")
     if config.foreground:
-        model += ["f_fg", "fg_mean", "log10_fg_sigma"]
+        model += ["f_fg", "fg_mean", "log10_fg_ratio"]
     return bounds + [(name, DEFAULT_PRIORS[name]) for name in model]
 
 
@@ -415,6 +445,15 @@ def _normal_logpdf(x, var):
     return -0.5 * (x * x / var + jnp.log(var) + _LOG_2PI)
 
 
+def _sigma_los2_stars(params, data, config, grid):
+    """``sigma_los^2(R_i)`` of the members at every star (no errors), (km/s)^2."""
+    tracer, mass, aniso = build_models(params, config)
+    if grid is None:
+        return sigma_los2_profile(data.R, tracer, mass, aniso, grid=True)
+    s2_nodes = sigma_los2_profile(grid.R_nodes, tracer, mass, aniso, grid=False)
+    return jnp.exp(grid.weights @ jnp.log(s2_nodes))
+
+
 def member_variance(params, data, config, grid=None):
     """``sigma_los^2(R_i) + e_i^2`` for every star, (km/s)^2.
 
@@ -422,13 +461,36 @@ def member_variance(params, data, config, grid=None):
     (:func:`dynamics.jeans.sigma_los2_profile`) and interpolated to the stars; with
     ``grid=None`` by ``sigma_los2_profile(..., grid=True)`` at the stars.
     """
-    tracer, mass, aniso = build_models(params, config)
-    if grid is None:
-        s2 = sigma_los2_profile(data.R, tracer, mass, aniso, grid=True)
-    else:
-        s2_nodes = sigma_los2_profile(grid.R_nodes, tracer, mass, aniso, grid=False)
-        s2 = jnp.exp(grid.weights @ jnp.log(s2_nodes))
-    return s2 + data.v_err**2
+    return _sigma_los2_stars(params, data, config, grid) + data.v_err**2
+
+
+def _fg_sigma2(p, s2):
+    # ordered dispersions: sigma_fg = 10**log10_fg_ratio * max_i sigma_los(R_i) (module notes)
+    return 10.0 ** (2.0 * p["log10_fg_ratio"]) * jnp.max(s2)
+
+
+def foreground_sigma(params, data, config, grid=None):
+    """Foreground velocity dispersion (km/s) implied by ``log10_fg_ratio``.
+
+    ``sigma_fg = 10**log10_fg_ratio * max_i sigma_los(R_i)``, the maximum taken over
+    the stars of ``data`` (see the module notes).
+
+    Parameters
+    ----------
+    params : dict
+        Free parameters by name, including ``log10_fg_ratio`` (or fixed in ``config``).
+    data : StarData
+    config : ModelConfig
+    grid : RadiusGrid or None
+        As in :func:`log_likelihood`; use the same as the fit.
+
+    Returns
+    -------
+    Array
+        Scalar, km/s.
+    """
+    p = {**config.fixed, **params}
+    return jnp.sqrt(_fg_sigma2(p, _sigma_los2_stars(params, data, config, grid)))
 
 
 def log_likelihood(params, data, config, grid=None):
@@ -449,8 +511,8 @@ def log_likelihood(params, data, config, grid=None):
         Scalar log-likelihood.
     """
     p = {**config.fixed, **params}
-    var = member_variance(params, data, config, grid)
-    ll_mem = _normal_logpdf(data.v - p["v_sys"], var)
+    s2 = _sigma_los2_stars(params, data, config, grid)
+    ll_mem = _normal_logpdf(data.v - p["v_sys"], s2 + data.v_err**2)
     if config.tracer_r_s is None:
         a = 10.0 ** p["log10_r_plummer"]
         R_max = config.R_max
@@ -458,7 +520,7 @@ def log_likelihood(params, data, config, grid=None):
         ll_mem = ll_mem + jnp.log(2.0 * data.R * a**2 / (data.R**2 + a**2) ** 2 / norm)
     if not config.foreground:
         return jnp.sum(ll_mem)
-    fg_var = 10.0 ** (2.0 * p["log10_fg_sigma"]) + data.v_err**2
+    fg_var = _fg_sigma2(p, s2) + data.v_err**2
     ll_fg = _normal_logpdf(data.v - p["fg_mean"], fg_var)
     if config.tracer_r_s is None:
         ll_fg = ll_fg + jnp.log(2.0 * data.R / config.R_max**2)
@@ -518,8 +580,13 @@ def dwarf_model(data, config=ModelConfig(), grid=None):
 
 def fit_nuts(key, data, config=ModelConfig(), *, num_warmup=500, num_samples=500, num_chains=2,
              chain_method="sequential", init_params=None, dense_mass=False, target_accept_prob=0.8,
-             progress_bar=False, n_nodes=32):
+             progress_bar=False, n_nodes=32, r_hat_max=1.01, ess_min=100):
     """Fit :func:`dwarf_model` by NUTS and return draws with convergence diagnostics.
+
+    Split R-hat and the effective sample size (numpyro's ``n_eff``) of every parameter
+    are checked against ``r_hat_max`` and ``ess_min``; a failing run issues one
+    :class:`dynamics.convergence.ConvergenceWarning` naming the offenders and returns
+    ``converged=False`` (its draws must not be reported as a posterior).
 
     Parameters
     ----------
@@ -535,11 +602,18 @@ def fit_nuts(key, data, config=ModelConfig(), *, num_warmup=500, num_samples=500
     progress_bar : bool
     n_nodes : int
         Chebyshev radii for ``sigma_los`` (:func:`radius_grid`).
+    r_hat_max, ess_min : float
+        Convergence limits (:func:`dynamics.convergence.convergence_problems`).
 
     Returns
     -------
     FitResult
         Draws are blocked on (``jax.block_until_ready``) before returning.
+
+    Warns
+    -----
+    dynamics.convergence.ConvergenceWarning
+        When R-hat > ``r_hat_max`` or ``n_eff < ess_min`` for any parameter.
     """
     data = StarData(*(jnp.asarray(x, dtype=float) for x in data))
     check_data(data)
@@ -557,12 +631,17 @@ def fit_nuts(key, data, config=ModelConfig(), *, num_warmup=500, num_samples=500
     flat = {k: v.reshape(-1) for k, v in by_chain.items()}
     extra = mcmc.get_extra_fields()
     n_div = int(np.sum(np.asarray(extra["diverging"])))
+    r_hat = {k: float(stats[k]["r_hat"]) for k in names}
+    n_eff = {k: float(stats[k]["n_eff"]) for k in names}
+    problems = warn_if_not_converged(r_hat, n_eff, what="fit_nuts (NUTS)", r_hat_max=r_hat_max,
+                                     ess_min=ess_min)
     return FitResult(
         samples=flat,
         samples_by_chain=by_chain,
-        r_hat={k: float(stats[k]["r_hat"]) for k in names},
-        n_eff={k: float(stats[k]["n_eff"]) for k in names},
+        r_hat=r_hat,
+        n_eff=n_eff,
         num_divergences=n_div,
         num_steps=jnp.asarray(extra["num_steps"]).reshape(-1),
         mcmc=mcmc,
+        converged=not problems,
     )

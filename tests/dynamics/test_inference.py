@@ -21,6 +21,7 @@ from dynamics.inference import (
     build_models,
     dwarf_model,
     fit_nuts,
+    foreground_sigma,
     log_likelihood,
     make_log_likelihood,
     member_variance,
@@ -79,7 +80,7 @@ def test_log_likelihood_against_direct_formula(radii):
     cfg = ModelConfig(halo=NFW_HALO, anisotropy=OSIPKOV_MERRITT, foreground=True, tracer_r_s=None,
                       R_max=R_max)
     params = dict(log10_rho_s=7.4, log10_r_s=0.1, log10_r_a=-0.3, log10_r_plummer=-0.6,
-                  v_sys=31.0, f_fg=0.2, fg_mean=20.0, log10_fg_sigma=1.6)
+                  v_sys=31.0, f_fg=0.2, fg_mean=20.0, log10_fg_ratio=0.5)
     assert param_names(cfg) == list(params)
     got = log_likelihood(params, data, cfg, radius_grid(radii, 32))
 
@@ -89,8 +90,10 @@ def test_log_likelihood_against_direct_formula(radii):
     R = np.asarray(radii)
     p_mem = 2 * R * a**2 / (R**2 + a**2) ** 2 / (R_max**2 / (R_max**2 + a**2))
     p_fg = 2 * R / R_max**2
+    sigma_fg = 10**0.5 * np.sqrt(s2.max())  # ordered dispersions: a ratio to the largest sigma_los
+    assert float(foreground_sigma(params, data, cfg)) == pytest.approx(sigma_fg, rel=1e-12)
     like = (0.8 * stats.norm.pdf(v, 31.0, np.sqrt(s2 + err**2)) * p_mem
-            + 0.2 * stats.norm.pdf(v, 20.0, np.sqrt(10**3.2 + err**2)) * p_fg)
+            + 0.2 * stats.norm.pdf(v, 20.0, np.sqrt(sigma_fg**2 + err**2)) * p_fg)
     assert float(got) == pytest.approx(np.sum(np.log(like)), rel=1e-9, abs=1e-6)
 
 
@@ -200,10 +203,13 @@ def test_simulate_and_recover_with_foreground():
     tracer, halo = Plummer(1.0, 0.25), NFW(10**7.5, 1.0)
     truth = dict(log10_m_ref=np.log10(float(halo.enclosed_mass(0.33))), log10_r_s=0.0,
                  beta_sym=0.2 / 1.8, log10_r_plummer=np.log10(0.25), v_sys=40.0, f_fg=0.2,
-                 fg_mean=10.0, log10_fg_sigma=np.log10(40.0))
+                 fg_mean=10.0)
     mock = mock_stars(jax.random.PRNGKey(0), 300, tracer, halo, ConstantBeta(0.2), v_sys=40.0,
                       v_err=(1.0, 3.0), foreground_fraction=0.2, foreground_mean=10.0,
                       foreground_sigma=40.0, foreground_r_max=1.5)
+    # the foreground dispersion is sampled as its ratio to the members' largest sigma_los
+    sig_max = float(jnp.max(sigma_los(mock.R, tracer, halo, ConstantBeta(0.2))))
+    truth["log10_fg_ratio"] = np.log10(40.0 / sig_max)
     cfg = ModelConfig(halo=NFW_HALO, anisotropy=CONSTANT_BETA, foreground=True, tracer_r_s=None,
                       R_max=1.5, priors={"v_sys": (0.0, 80.0), "fg_mean": (-100.0, 100.0),
                                          "log10_r_s": (-0.5, 0.5)}, mass_radius=0.33)
