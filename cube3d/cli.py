@@ -196,6 +196,9 @@ def build_parser():
                          f"{CLUSTER_REDSHIFT} puts the galaxy at about -650 km/s)")
     _add_fit_options(pd, demo=True)
     # target S/N: DEMO_TARGET_SN unless --gp (_cmd_demo)
+    from .dynamics_cli import add_dynamics_parser
+
+    add_dynamics_parser(sub)
     return parser
 
 
@@ -447,6 +450,10 @@ def _dispatch(args):
             _cmd_plot(args)
         elif args.command == "demo":
             _cmd_demo(args)
+        elif args.command == "dynamics":
+            from .dynamics_cli import run_dynamics
+
+            return run_dynamics(args)
     except InputError as exc:
         print(f"cube3d: error: {exc}", file=sys.stderr)
         return 2

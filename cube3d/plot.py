@@ -119,7 +119,8 @@ def map_limits(name, values, v_reference=0.0):
     return cmap, lo, hi
 
 
-def _new_figure(figsize):
+def new_figure(figsize):
+    """A matplotlib Figure with an Agg canvas (no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -213,7 +214,7 @@ def maps_figure(maps, quantities=None, errors=False, sky_axes=True, v_reference=
 
     import matplotlib
 
-    fig = _new_figure((3.9 * ncols, 3.5 * nrows + 0.4))
+    fig = new_figure((3.9 * ncols, 3.5 * nrows + 0.4))
     title = "cube3d kinematic maps"
     if rows:
         title += (f": per-spaxel fit vs Gaussian-process prior ({maps.meta.get('gp_tier', '?')}, "
@@ -333,7 +334,7 @@ def plot_spectrum_fit(maps, path, bin_index=None, dpi=110):
     good = ~masked & np.isfinite(spec) & np.isfinite(model)
     resid = spec - model
 
-    fig = _new_figure((10, 5.2))
+    fig = new_figure((10, 5.2))
     gs = fig.add_gridspec(2, 1, height_ratios=[3, 1], hspace=0.05)
     ax = fig.add_subplot(gs[0])
     axr = fig.add_subplot(gs[1], sharex=ax)

@@ -43,7 +43,7 @@ from dynamics.jeans import sigma_los2_profile  # noqa: E402
 from dynamics.mocks import mock_stars  # noqa: E402
 
 TRUTH = dict(log10_rho_s=7.5, log10_r_s=0.0, gamma=1.0, beta_sym=0.0, log10_r_a=np.log10(0.5),
-             v_sys=60.0, f_fg=0.1, fg_mean=20.0, log10_fg_sigma=np.log10(60.0))
+             v_sys=60.0, f_fg=0.1, fg_mean=20.0, log10_fg_ratio=0.79)  # sigma_fg / max sigma_los ~ 60 / 9.8
 
 
 def _time(fn, *args, repeat=200):

@@ -306,9 +306,6 @@ def test_stars_too_few_and_at_centre(files):
         read_stars(at_centre, CENTRE, PA, DISTANCE)
 
 
-@pytest.mark.xfail(strict=True, reason="dynamics_io._column drops the mask of a MaskedColumn (np.asarray(col, "
-                                       "dtype=float) and col.data * unit both discard it), so an empty field in "
-                                       "a CSV/ECSV table is silently read as 0 instead of being rejected")
 @pytest.mark.parametrize("suffix", [".csv", ".ecsv"])
 def test_stars_empty_field_is_rejected(files, suffix):
     path = write_table(star_table(units=suffix == ".ecsv"), files.folder / f"empty{suffix}")

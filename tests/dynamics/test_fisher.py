@@ -73,6 +73,6 @@ def test_bad_input(mock):
         fisher_forecast(mock, CFG, {"v_sys": 30.0})
     fg = ModelConfig(halo=NFW_HALO, anisotropy=CONSTANT_BETA, foreground=True)
     truth = dict(log10_rho_s=7.5, log10_r_s=0.0, beta_sym=0.0, v_sys=30.0, f_fg=0.1,
-                 fg_mean=0.0, log10_fg_sigma=1.5)
+                 fg_mean=0.0, log10_fg_ratio=0.5)
     with pytest.raises(ValueError, match="foreground"):
         fisher_forecast(mock, fg, truth)
