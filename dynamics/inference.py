@@ -48,6 +48,11 @@ coordinates (uniform priors; ``config.priors`` overrides the bounds):
 ``gamma``                 Zhao inner slope (``alpha = 1``, ``beta = 3``; :data:`ZHAO_HALO`)
 ``beta_sym``              symmetrised anisotropy ``beta / (2 - beta)`` (:data:`CONSTANT_BETA`)
 ``log10_r_a``             Osipkov-Merritt radius, log10 kpc (:data:`OSIPKOV_MERRITT`)
+``u_s``                   ``r_ref / (r_ref + r_s)``, in place of ``log10_r_s``
+                          (:func:`nfw_halo_at`, :func:`zhao_halo_at`): the density
+                          slope at ``r_ref``; uniform on the same ``r_s`` support
+``beta_ref``              Osipkov-Merritt ``beta(r_ref)``, in place of ``log10_r_a``
+                          (:func:`osipkov_merritt_at`); uniform on the same ``r_a`` support
 ``log10_r_plummer``       tracer Plummer scale, log10 kpc (when not fixed)
 ``v_sys``                 systemic velocity, km/s
 ``f_fg``                  foreground fraction (``foreground=True``)
@@ -96,6 +101,9 @@ __all__ = [
     "NFW_HALO",
     "CONSTANT_BETA",
     "OSIPKOV_MERRITT",
+    "nfw_halo_at",
+    "zhao_halo_at",
+    "osipkov_merritt_at",
     "ModelConfig",
     "RadiusGrid",
     "radius_grid",
@@ -255,6 +263,114 @@ NFW_HALO = Family(_nfw, _HALO_PRIORS, amplitude="log10_rho_s")
 CONSTANT_BETA = Family(_constant_beta, {"beta_sym": (-0.95, 0.95)})
 #: Osipkov-Merritt anisotropy: ``log10_r_a`` (kpc).
 OSIPKOV_MERRITT = Family(_osipkov_merritt, {"log10_r_a": (-2.0, 1.5)})
+
+
+def _check_r_ref(r_ref, where):
+    r_ref = float(r_ref)
+    if not (np.isfinite(r_ref) and r_ref > 0):
+        raise ValueError(f"{where}: r_ref must be a finite radius > 0 (kpc), got {r_ref}")
+    return r_ref
+
+
+def _u_s_bounds(r_ref):
+    # u_s = r_ref / (r_ref + r_s) over the support of _HALO_PRIORS["log10_r_s"]
+    lo, hi = _HALO_PRIORS["log10_r_s"]
+    return (r_ref / (r_ref + 10.0**hi), r_ref / (r_ref + 10.0**lo))
+
+
+def _r_s_from_u(u, r_ref):
+    return r_ref * (1.0 - u) / u  # inverse of u_s = r_ref / (r_ref + r_s)
+
+
+def nfw_halo_at(r_ref):
+    """NFW halo whose scale radius is sampled as ``u_s = r_ref / (r_ref + r_s)``.
+
+    ``u_s`` is where ``r_ref`` sits between the inner and the outer slope: the
+    logarithmic density slope there is ``-(1 + 2 u_s)`` (Navarro, Frenk & White 1997,
+    eq. 1), the quantity a tracer near ``r_ref`` measures. Its prior is uniform on the
+    support of ``log10_r_s`` in :data:`NFW_HALO` (``r_s`` in 0.1 to 31.6 kpc), i.e. a
+    density in ``ln r_s`` proportional to ``u_s (1 - u_s)``, which falls as
+    ``r_ref / r_s`` where the stars no longer tell ``r_s`` apart (``r_s`` well outside
+    them) instead of the flat plateau of a log-uniform prior that NUTS crawls along.
+
+    Parameters
+    ----------
+    r_ref : float
+        Reference radius in kpc (e.g. ``config.mass_radius``, about the tracer's
+        3-D half-light radius).
+
+    Returns
+    -------
+    Family
+        Parameters ``log10_rho_s`` (the amplitude) and ``u_s``.
+
+    Examples
+    --------
+    >>> from dynamics import Isotropic
+    >>> param_names(ModelConfig(halo=nfw_halo_at(0.33), anisotropy=Isotropic(), mass_radius=0.33))
+    ['log10_m_ref', 'u_s', 'v_sys']
+    """
+    r_ref = _check_r_ref(r_ref, "nfw_halo_at")
+
+    def build(p):
+        return NFW(10.0 ** p["log10_rho_s"], _r_s_from_u(p["u_s"], r_ref))
+
+    priors = {"log10_rho_s": _HALO_PRIORS["log10_rho_s"], "u_s": _u_s_bounds(r_ref)}
+    return Family(build, priors, amplitude="log10_rho_s")
+
+
+def zhao_halo_at(r_ref):
+    """Zhao ``(1, 3, gamma)`` halo with its scale radius sampled as ``u_s`` (:func:`nfw_halo_at`).
+
+    The logarithmic density slope at ``r_ref`` is ``-(gamma + (3 - gamma) u_s)``
+    (Zhao 1996, eq. 1 with ``alpha = 1``, ``beta = 3``). ``gamma`` keeps the uniform
+    prior of :data:`ZHAO_HALO` on ``(0, 1.5)``.
+
+    Returns
+    -------
+    Family
+        Parameters ``log10_rho_s`` (the amplitude), ``u_s`` and ``gamma``.
+    """
+    r_ref = _check_r_ref(r_ref, "zhao_halo_at")
+
+    def build(p):
+        r_s = _r_s_from_u(p["u_s"], r_ref)
+        return Zhao(10.0 ** p["log10_rho_s"], r_s, 1.0, 3.0, p["gamma"])
+
+    priors = {"log10_rho_s": _HALO_PRIORS["log10_rho_s"], "u_s": _u_s_bounds(r_ref),
+              "gamma": ZHAO_HALO.priors["gamma"]}
+    return Family(build, priors, amplitude="log10_rho_s")
+
+
+def osipkov_merritt_at(r_ref):
+    """Osipkov-Merritt anisotropy sampled as its ``beta(r_ref) = r_ref^2 / (r_ref^2 + r_a^2)``.
+
+    ``beta(r) = r^2 / (r^2 + r_a^2)`` (Osipkov 1979; Merritt 1985); ``beta_ref`` is the
+    anisotropy at ``r_ref``, where the stars constrain it. Its prior is uniform on the
+    support of ``log10_r_a`` in :data:`OSIPKOV_MERRITT` (``r_a`` in 0.01 to 31.6 kpc),
+    i.e. a density in ``ln r_a`` proportional to ``beta_ref (1 - beta_ref)``, which
+    falls at both plateaus of the likelihood (``r_a >> r_ref``: isotropic;
+    ``r_a << r_ref``: radial) instead of staying flat there as the log-uniform prior does.
+
+    Parameters
+    ----------
+    r_ref : float
+        Reference radius in kpc.
+
+    Returns
+    -------
+    Family
+        Parameter ``beta_ref``.
+    """
+    r_ref = _check_r_ref(r_ref, "osipkov_merritt_at")
+    lo, hi = OSIPKOV_MERRITT.priors["log10_r_a"]
+    bounds = tuple(r_ref**2 / (r_ref**2 + 10.0 ** (2.0 * x)) for x in (hi, lo))
+
+    def build(p):
+        b = p["beta_ref"]
+        return OsipkovMerritt(r_ref * jnp.sqrt((1.0 - b) / b))
+
+    return Family(build, {"beta_ref": bounds})
 
 
 @dataclass(frozen=True)

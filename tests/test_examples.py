@@ -37,34 +37,42 @@ def test_mock_dwarf(tmp_path, monkeypatch, capsys):
     for band in (result["sigma_band"], result["mass_band"]):
         assert np.all(np.isfinite(band)) and np.all(band[0] <= band[1]) and np.all(band[1] <= band[2])
     assert result["mock"].R.shape == (150,)
-    assert set(result["fit"].samples) >= {"log10_m_ref", "log10_r_s", "log10_r_a", "v_sys", "f_fg"}
+    assert set(result["fit"].samples) >= {"log10_m_ref", "u_s", "beta_ref", "v_sys", "f_fg"}
     # even a tiny fit pins the systemic velocity (truth 60 km/s) to a few km/s
     assert abs(float(np.median(result["fit"].samples["v_sys"])) - 60.0) < 5.0
 
 
 def test_mock_dwarf_converges(tmp_path, monkeypatch):
-    """A reduced run of the shipped mixture (300 stars, 10% foreground, 2 chains x (300 + 300)).
+    """The shipped model (NFW, u_s and beta_ref, 10% foreground) at reduced draws converges.
 
-    Before the foreground dispersion was ordered above the members' one chain could swap
-    members and foreground (R-hat up to 20); now the chains agree (R-hat 1.006 measured
-    here). The halo shape and the anisotropy are weakly constrained by 300 stars, so the
-    effective sample size of r_s and r_a hovers near 100 and the strict check may still warn.
+    1000 stars as shipped, 4 chains x (300 + 300) draws instead of 4 x (1000 + 1000). The
+    strict limits of the example hold (R-hat <= 1.01, ESS >= 100, no warning); the
+    assertion below allows R-hat up to 1.02 only for the sampling noise of the shorter
+    chains (measured: R-hat 1.002, ESS 322, about 50 s on 2 cores).
     """
     monkeypatch.setenv("MPLBACKEND", "Agg")
     example = _load("mock_dwarf")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        result = example.main(["--n-stars", "300", "--num-warmup", "300", "--num-samples", "300",
-                               "--num-chains", "2", "--foreground", "0.1", "--halo", "nfw",
-                               "--n-draws", "8", "--seed", "1", "--out", str(tmp_path / "m.png")])
+        result = example.main(["--num-warmup", "300", "--num-samples", "300", "--num-chains", "4",
+                               "--n-draws", "100", "--seed", "0", "--out", str(tmp_path / "m.png")])
     fit = result["fit"]
-    assert max(fit.r_hat.values()) < 1.05, fit.r_hat
+    assert max(fit.r_hat.values()) < 1.02, fit.r_hat
+    assert min(fit.n_eff.values()) > 100, fit.n_eff
+    assert fit.num_divergences == 0
     # the warning is issued exactly when the strict limits fail, and says so
     problems = convergence_problems(fit.r_hat, fit.n_eff)
     assert result["converged"] == (problems == []) == (len(caught) == 0)
-    # the foreground does not take over the members
+    # recovery: the foreground does not take over the members, v_sys and the mass within
+    # r_ref are pinned, the 68% band of M(<r) covers the truth where the stars are
+    truth = result["truth"]
     assert float(np.median(fit.samples["f_fg"])) < 0.2
-    assert abs(float(np.median(fit.samples["v_sys"])) - 60.0) < 3.0
+    assert abs(float(np.median(fit.samples["v_sys"])) - 60.0) < 1.5
+    m_ref = np.asarray(fit.samples["log10_m_ref"])
+    assert abs(float(np.median(m_ref)) - truth["log10_m_ref"]) < 2.0 * float(np.std(m_ref))
+    inside = (result["r"] > 0.05) & (result["r"] < 1.0)
+    band, true = result["mass_band"][:, inside], result["mass_true"][inside]
+    assert np.all((band[0] <= true) & (true <= band[2])), (band, true)
 
 
 def test_mock_dwarf_rejects_bad_flags():

@@ -25,8 +25,11 @@ from dynamics.inference import (
     log_likelihood,
     make_log_likelihood,
     member_variance,
+    nfw_halo_at,
+    osipkov_merritt_at,
     param_names,
     radius_grid,
+    zhao_halo_at,
 )
 from dynamics.jeans import sigma_los2_profile
 from dynamics.mocks import mock_stars
@@ -67,6 +70,50 @@ def test_mass_normalisation_parameter(halo):
         x = 0.4 / 10**0.2
         rho_s = 10**7.2 / (4 * np.pi * 10**0.6 * (np.log1p(x) - x / (1 + x)))
         assert float(mass.rho_s) == pytest.approx(rho_s, rel=1e-12)
+
+
+def test_reference_radius_families():
+    """u_s and beta_ref give back r_s and r_a, the slope and beta at r_ref, on the old supports."""
+    r_ref = 0.33
+    nfw, zhao, om = nfw_halo_at(r_ref), zhao_halo_at(r_ref), osipkov_merritt_at(r_ref)
+    assert list(nfw.priors) == ["log10_rho_s", "u_s"] and nfw.amplitude == "log10_rho_s"
+    assert list(zhao.priors) == ["log10_rho_s", "u_s", "gamma"]
+    assert zhao.priors["gamma"] == ZHAO_HALO.priors["gamma"]
+    # the same support as log10_r_s in (-1, 1.5) and log10_r_a in (-2, 1.5)
+    np.testing.assert_allclose(nfw.priors["u_s"],
+                               (r_ref / (r_ref + 10**1.5), r_ref / (r_ref + 0.1)))
+    np.testing.assert_allclose(om.priors["beta_ref"], (r_ref**2 / (r_ref**2 + 10**3.0),
+                                                       r_ref**2 / (r_ref**2 + 1e-4)))
+    r_s, r_a, gamma = 1.7, 0.5, 0.6
+    u = r_ref / (r_ref + r_s)
+    halo = nfw.build({"log10_rho_s": 7.0, "u_s": u})
+    ref = NFW(1e7, r_s)
+    r = jnp.geomspace(0.01, 5.0, 7)
+    np.testing.assert_allclose(halo.density(r), ref.density(r), rtol=1e-12)
+    # NFW 1997 eq. 1: d ln rho / d ln r = -(1 + 2 u_s) at r_ref
+    slope = jax.grad(lambda x: jnp.log(halo.density(jnp.exp(x))))(jnp.log(r_ref))
+    np.testing.assert_allclose(slope, -(1.0 + 2.0 * u), rtol=1e-10)
+    z = zhao.build({"log10_rho_s": 7.0, "u_s": u, "gamma": gamma})
+    slope = jax.grad(lambda x: jnp.log(z.density(jnp.exp(x))))(jnp.log(r_ref))
+    np.testing.assert_allclose(slope, -(gamma + (3.0 - gamma) * u), rtol=1e-8)
+    z1 = zhao.build({"log10_rho_s": 7.0, "u_s": u, "gamma": 1.0})
+    np.testing.assert_allclose(z1.density(r), ref.density(r), rtol=1e-10)
+    aniso = om.build({"beta_ref": r_ref**2 / (r_ref**2 + r_a**2)})
+    np.testing.assert_allclose(aniso.r_a, r_a, rtol=1e-12)
+    np.testing.assert_allclose(aniso.beta(r_ref), r_ref**2 / (r_ref**2 + r_a**2), rtol=1e-12)
+    # through the model: log10_m_ref replaces the amplitude, and the likelihood is the old one's
+    cfg_new = ModelConfig(halo=nfw, anisotropy=om, mass_radius=r_ref)
+    cfg_old = ModelConfig(halo=NFW_HALO, anisotropy=OSIPKOV_MERRITT, mass_radius=r_ref)
+    assert param_names(cfg_new) == ["log10_m_ref", "u_s", "beta_ref", "v_sys"]
+    new = dict(log10_m_ref=6.9, u_s=u, beta_ref=r_ref**2 / (r_ref**2 + r_a**2), v_sys=1.0)
+    old = dict(log10_m_ref=6.9, log10_r_s=np.log10(r_s), log10_r_a=np.log10(r_a), v_sys=1.0)
+    data = StarData(jnp.geomspace(0.05, 1.0, 9), jnp.linspace(-20.0, 20.0, 9), jnp.full(9, 2.0))
+    np.testing.assert_allclose(log_likelihood(new, data, cfg_new),
+                               log_likelihood(old, data, cfg_old), rtol=1e-10)
+    for make in (nfw_halo_at, zhao_halo_at, osipkov_merritt_at):
+        for bad in (0.0, -1.0, np.nan):
+            with pytest.raises(ValueError, match="r_ref"):
+                make(bad)
 
 
 def test_log_likelihood_against_direct_formula(radii):
