@@ -59,6 +59,8 @@ def add_dynamics_parser(sub):
     p.add_argument("--num-warmup", type=int, default=500)
     p.add_argument("--num-samples", type=int, default=500)
     p.add_argument("--num-chains", type=int, default=2)
+    p.add_argument("--max-tree-depth", type=int, default=10,
+                   help="NUTS tree depth limit (at most 2^depth - 1 gradients per draw; default 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--outdir", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace earlier outputs in OUTDIR")
@@ -83,7 +85,7 @@ def _load(args):
         raise InputError("give --maps, --stars or both")
     ra, dec, pa, distance = check_frame(args.centre, args.pa, args.distance)
     for option, value in (("--num-warmup", args.num_warmup), ("--num-samples", args.num_samples),
-                          ("--num-chains", args.num_chains)):
+                          ("--num-chains", args.num_chains), ("--max-tree-depth", args.max_tree_depth)):
         _positive_int(value, option)
     radii = tuple(float(r) for r in args.mass_radii)
     if not all(np.isfinite(r) and r > 0 for r in radii):
@@ -268,7 +270,8 @@ def run_dynamics(args):
             result = fit_laplace(key, ifu, discrete, config, radii=radii, n_starts=2)
         else:
             result = fit_nuts(key, ifu, discrete, config, num_warmup=args.num_warmup, num_samples=args.num_samples,
-                              num_chains=args.num_chains, radii=radii, progress_bar=not args.quiet)
+                              num_chains=args.num_chains, radii=radii, progress_bar=not args.quiet,
+                              max_tree_depth=args.max_tree_depth)
     outdir.mkdir(parents=True, exist_ok=True)
     idata = _inference_data(result, ifu, discrete)
     _atomic(outdir / "posterior.nc", lambda tmp: idata.to_netcdf(tmp, engine="h5netcdf"))

@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import time
 import warnings
-from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy
 import scipy.optimize
-from jax.flatten_util import ravel_pytree
 from numpyro.diagnostics import summary as numpyro_summary
-from numpyro.infer import MCMC, NUTS, init_to_median, init_to_uniform
-from numpyro.infer.util import initialize_model
+from numpyro.infer import MCMC, NUTS
 
 from .convergence import convergence_problems, warn_if_not_converged
-from .joint_model import derived_masses, joint_model, param_names, predict_discrete, predict_ifu
+from .joint_model import derived_masses, log_likelihood_parts, predict_discrete, predict_ifu, prior_bounds
 
 __all__ = ["JointResult", "SUMMARY_COLUMNS", "fit_laplace", "fit_nuts", "summary_rows"]
 
@@ -68,14 +65,50 @@ class JointResult(NamedTuple):
     info: dict
 
 
-def _setup(key, ifu, discrete, config):
-    """numpyro's potential (unconstrained, flat) with its transforms and a starting point."""
-    model = partial(joint_model, ifu, discrete, config)
-    info = initialize_model(key, model, init_strategy=init_to_median(num_samples=1))
-    x0, unravel = ravel_pytree(info.param_info.z)
-    potential = jax.jit(jax.value_and_grad(lambda x: info.potential_fn(unravel(x))))
-    constrain = jax.jit(lambda x: info.postprocess_fn(unravel(x)))
-    return model, info, x0, unravel, potential, constrain
+class _Problem(NamedTuple):
+    """The posterior in unconstrained coordinates ``u`` (one flat vector, :func:`param_names` order).
+
+    Every prior is uniform, so ``x = lo + (hi - lo) sigmoid(u)`` (numpyro's bijection to an
+    interval) and ``log p(u) = log L(x) + sum log |dx/du| - sum log(hi - lo)``: the density
+    of :func:`dynamics.joint_model.joint_model`, without tracing the numpyro model at every
+    start (each trace would compile the JAM code again).
+    """
+
+    names: list
+    lo: numpy.ndarray
+    hi: numpy.ndarray
+    potential: object          # jitted u -> (-log p, -grad)
+    constrain: object          # jitted u -> dict of parameters
+    log_density: object        # u -> log p (not jitted; for NUTS's own jit)
+
+    def to_unconstrained(self, point):
+        x = numpy.array([float(point[n]) for n in self.names])
+        t = numpy.clip((x - self.lo) / (self.hi - self.lo), 1e-12, 1.0 - 1e-12)
+        return numpy.log(t) - numpy.log1p(-t)
+
+    def prior_draws(self, rng, n):
+        t = rng.uniform(0.02, 0.98, size=(n, len(self.names)))
+        return numpy.log(t) - numpy.log1p(-t)
+
+
+def _problem(ifu, discrete, config):
+    bounds = prior_bounds(config, ifu is not None, discrete is not None)
+    names = list(bounds)
+    lo = numpy.array([bounds[n][0] for n in names])
+    hi = numpy.array([bounds[n][1] for n in names])
+    log_volume = float(numpy.sum(numpy.log(hi - lo)))
+
+    def constrain(u):
+        x = lo + (hi - lo) * jax.nn.sigmoid(u)
+        return dict(zip(names, x))
+
+    def log_density(u):
+        ll_ifu, ll_disc = log_likelihood_parts(constrain(u), ifu, discrete, config)
+        log_jac = jnp.sum(jnp.log(hi - lo) - jax.nn.softplus(-u) - jax.nn.softplus(u))
+        return ll_ifu + ll_disc + log_jac - log_volume
+
+    potential = jax.jit(jax.value_and_grad(lambda u: -log_density(u)))
+    return _Problem(names, lo, hi, potential, jax.jit(constrain), log_density)
 
 
 def _hessian_fd(potential, x, step=1e-4):
@@ -135,13 +168,10 @@ def fit_laplace(key, ifu, discrete, config, *, n_starts=2, n_draws=4000, radii=(
     JointResult
     """
     t0 = time.perf_counter()
-    k_init, k_starts, k_draw = jax.random.split(key, 3)
-    model, minfo, x0, unravel, potential, constrain = _setup(k_init, ifu, discrete, config)
-    names = param_names(config, ifu is not None, discrete is not None)
-    starts = [x0]
-    for k in jax.random.split(k_starts, max(n_starts - 1, 0)):
-        z = initialize_model(k, model, init_strategy=init_to_uniform(radius=2)).param_info.z
-        starts.append(ravel_pytree(z)[0])
+    prob = _problem(ifu, discrete, config)
+    names, potential = prob.names, prob.potential
+    rng = numpy.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
+    starts = [numpy.zeros(len(names))] + list(prob.prior_draws(rng, max(n_starts - 1, 0)))
     best, n_eval, messages = None, 0, []
     for start in starts:
         res = _minimise(potential, start)
@@ -170,17 +200,17 @@ def fit_laplace(key, ifu, discrete, config, *, n_starts=2, n_draws=4000, radii=(
         cov = numpy.diag(1.0 / numpy.maximum(numpy.abs(numpy.diag(hess)), 1e-12))
     else:
         cov = numpy.linalg.inv(0.5 * (hess + hess.T))
-    draws_u = numpy.random.default_rng(int(jax.random.randint(k_draw, (), 0, 2**31 - 1))).multivariate_normal(
-        numpy.asarray(mode), cov, size=n_draws, method="cholesky" if eig.min() > 0 else "eigh")
-    draws = jax.vmap(constrain)(jnp.asarray(draws_u))
+    draws_u = rng.multivariate_normal(numpy.asarray(mode), cov, size=n_draws,
+                                      method="cholesky" if eig.min() > 0 else "eigh")
+    draws = jax.vmap(prob.constrain)(jnp.asarray(draws_u))
     by_chain = {n: numpy.asarray(draws[n])[None, :] for n in names}
     by_chain.update(_derived(by_chain, names, config, radii))
-    point = {n: float(v) for n, v in constrain(mode).items() if n in names}
+    point = {n: float(v) for n, v in prob.constrain(mode).items()}
     info = dict(seconds=time.perf_counter() - t0, seconds_optimise=t_opt, seconds_hessian=t_hess,
                 n_potential_evaluations=n_eval, optimiser=messages, max_abs_gradient=grad_norm,
                 hessian_eigenvalues=eig.tolist(), covariance_unconstrained=cov.tolist())
     if predict:
-        info["predictions"] = predictions(point, ifu, discrete, config)
+        info["predictions"] = {k: v[0] for k, v in _predict_many([point], ifu, discrete, config).items()}
     rows = summary_rows(by_chain, with_diagnostics=False)
     converged = not problems
     if problems:
@@ -189,7 +219,7 @@ def fit_laplace(key, ifu, discrete, config, *, n_starts=2, n_draws=4000, radii=(
 
 
 def fit_nuts(key, ifu, discrete, config, *, num_warmup=500, num_samples=500, num_chains=2, radii=(),
-             init=None, target_accept_prob=0.8, progress_bar=False, predict_draws=50):
+             init=None, target_accept_prob=0.8, max_tree_depth=10, progress_bar=False, predict_draws=50):
     """NUTS posterior of the joint model, with convergence checked.
 
     Parameters
@@ -203,6 +233,8 @@ def fit_nuts(key, ifu, discrete, config, *, num_warmup=500, num_samples=500, num
     init : JointResult or None
         A Laplace result whose Gaussian approximation provides dispersed starting points
         (its covariance doubled); None runs :func:`fit_laplace` (one start) first.
+    max_tree_depth : int
+        NUTS's largest tree depth (at most ``2**depth - 1`` gradients per draw).
     predict_draws : int
         Draws per chain at which the model's predictions are stored (``info["predictions"]``
         holds those at the posterior medians).
@@ -217,20 +249,21 @@ def fit_nuts(key, ifu, discrete, config, *, num_warmup=500, num_samples=500, num
     k_lap, k_init, k_run = jax.random.split(key, 3)
     if init is None:
         init = fit_laplace(k_lap, ifu, discrete, config, n_starts=1, n_draws=1000, predict=False)
-    model, minfo, x0, unravel, potential, constrain = _setup(k_init, ifu, discrete, config)
-    names = param_names(config, ifu is not None, discrete is not None)
+    prob = _problem(ifu, discrete, config)
+    names = prob.names
     # starting points: the Laplace Gaussian in the unconstrained space, covariance doubled
-    mode_u = _unconstrain(model, init.point)
-    cov = 2.0 * numpy.asarray(init.info["covariance_unconstrained"])
     rng = numpy.random.default_rng(int(jax.random.randint(k_init, (), 0, 2**31 - 1)))
-    flat_mode, unravel_z = ravel_pytree(mode_u)
-    starts = rng.multivariate_normal(numpy.asarray(flat_mode), cov, size=num_chains, method="eigh")
-    init_params = jax.vmap(unravel_z)(jnp.asarray(starts)) if num_chains > 1 else unravel_z(jnp.asarray(starts[0]))
-    kernel = NUTS(model, dense_mass=True, target_accept_prob=target_accept_prob)
+    cov = 2.0 * numpy.asarray(init.info["covariance_unconstrained"])
+    starts = rng.multivariate_normal(prob.to_unconstrained(init.point), cov, size=num_chains, method="eigh")
+    init_params = jnp.asarray(starts if num_chains > 1 else starts[0])
+    kernel = NUTS(potential_fn=lambda u: -prob.log_density(u), dense_mass=True,
+                  target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth)
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                 chain_method="sequential", progress_bar=progress_bar)
     mcmc.run(k_run, init_params=init_params, extra_fields=("diverging", "num_steps"))
-    samples = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
+    u = numpy.asarray(jax.block_until_ready(mcmc.get_samples(group_by_chain=True)))      # (chains, draws, k)
+    x = prob.lo + (prob.hi - prob.lo) / (1.0 + numpy.exp(-u))
+    samples = {n: x[..., i] for i, n in enumerate(names)}
     t_run = time.perf_counter() - t0
     by_chain = {n: numpy.asarray(samples[n]) for n in names}
     extra = mcmc.get_extra_fields(group_by_chain=True)
@@ -252,18 +285,15 @@ def fit_nuts(key, ifu, discrete, config, *, num_warmup=500, num_samples=500, num
     info = dict(seconds=time.perf_counter() - t0, seconds_sampling=t_run, num_divergences=n_div,
                 n_gradient_evaluations=int(num_steps.sum()), mean_steps_per_draw=float(num_steps.mean()),
                 diverging=diverging, num_steps=num_steps, r_hat=r_hat, ess=ess)
-    info["predictions"] = predictions(point, ifu, discrete, config)
+    n_draw = by_chain[names[0]].shape[1]
+    idx = numpy.linspace(0, n_draw - 1, min(max(predict_draws, 1), n_draw)).astype(int)
+    pts = [point] + [{n: by_chain[n][c, i] for n in names} for c in range(num_chains) for i in idx]
+    preds = _predict_many(pts, ifu, discrete, config)
+    info["predictions"] = {k: v[0] for k, v in preds.items()}
     if predict_draws:
-        info["predictions_draws"] = _draw_predictions(by_chain, names, ifu, discrete, config, predict_draws)
+        info["predictions_draws"] = {k: v[1:].reshape(num_chains, idx.size, -1) for k, v in preds.items()}
     rows = summary_rows(by_chain, with_diagnostics=True)
     return JointResult("nuts", names, by_chain, rows, not problems, problems, point, info)
-
-
-def _unconstrain(model, point):
-    """Unconstrained values of the sites of ``model`` at the constrained ``point``."""
-    from numpyro.infer.util import unconstrain_fn
-
-    return unconstrain_fn(model, (), {}, point)
 
 
 def _derived(by_chain, names, config, radii):
@@ -276,23 +306,11 @@ def _derived(by_chain, names, config, radii):
     return {k: numpy.asarray(v).reshape(shape) for k, v in out.items()}
 
 
-def predictions(point, ifu, discrete, config):
-    """Model values at one parameter set: ``v_model``, ``vrms_model`` (per bin), ``vrms_discrete``."""
-    out = {}
-    p = {k: jnp.asarray(v) for k, v in point.items()}
-    if ifu is not None:
-        v, vrms = jax.jit(lambda q: predict_ifu(q, ifu, config))(p)
-        out["v_model"], out["vrms_model"] = numpy.asarray(v), numpy.asarray(vrms)
-    if discrete is not None:
-        out["vrms_discrete"] = numpy.asarray(jax.jit(lambda q: predict_discrete(q, discrete, config))(p))
-    return out
-
-
-def _draw_predictions(by_chain, names, ifu, discrete, config, per_chain):
-    """Model predictions at ``per_chain`` evenly spaced draws of each chain: ``name -> (chains, k, n)``."""
-    n_chain, n_draw = by_chain[names[0]].shape
-    idx = numpy.linspace(0, n_draw - 1, min(per_chain, n_draw)).astype(int)
-    sub = {n: jnp.asarray(by_chain[n][:, idx]).reshape(-1) for n in names}
+def _predict_many(points, ifu, discrete, config):
+    """Model values at parameter sets ``points`` (one compiled function, mapped over them):
+    ``v_model``, ``vrms_model`` (per bin), ``vrms_discrete`` (per star), each (len(points), n)."""
+    names = list(points[0])
+    stacked = {n: jnp.asarray([float(pt[n]) for pt in points]) for n in names}
 
     def one(p):
         out = {}
@@ -302,8 +320,8 @@ def _draw_predictions(by_chain, names, ifu, discrete, config, per_chain):
             out["vrms_discrete"] = predict_discrete(p, discrete, config)
         return out
 
-    vals = jax.lax.map(jax.jit(one), sub)
-    return {k: numpy.asarray(v).reshape(n_chain, len(idx), -1) for k, v in vals.items()}
+    vals = jax.jit(lambda s: jax.lax.map(one, s))(stacked)
+    return {k: numpy.asarray(v) for k, v in vals.items()}
 
 
 def summary_rows(by_chain, *, with_diagnostics):

@@ -188,3 +188,24 @@ def test_bad_input():
         fit_mge(NFW(1e7, 1.0), 2.0, 1.0)
     # traced values pass unchecked
     assert jax.jit(lambda q: MGE(jnp.ones(1), jnp.ones(1), q).total())(jnp.array([0.5])).shape == (1,)
+
+
+def test_mass_in_sphere_against_scipy():
+    """Luminosity within a sphere of a flattened MGE: 2-D scipy quadrature of the deprojected density."""
+    mge = MGE(numpy.array([1e8, 1e7]), numpy.array([0.3, 2.0]), numpy.array([0.8, 0.6]))
+    inc, r = 70.0, 1.0
+    nu0, q_int = (numpy.asarray(v) for v in mge.deproject(inc))
+
+    def density(z, R):
+        return sum(n * numpy.exp(-(R**2 + (z / q) ** 2) / (2 * s**2)) for n, q, s in zip(nu0, q_int, [0.3, 2.0]))
+
+    ref = 2 * integrate.dblquad(lambda z, R: 2 * numpy.pi * R * density(z, R), 0, r, 0,
+                                lambda R: numpy.sqrt(max(r * r - R * R, 0.0)), epsabs=0, epsrel=1e-11)[0]
+    assert float(mge.mass_in_sphere(r, inc)) == pytest.approx(ref, rel=1e-9)
+    assert float(mge.mass_in_sphere(1e3, inc)) == pytest.approx(float(mge.total().sum()), rel=1e-12)
+
+
+def test_mass_in_sphere_of_a_round_mge_is_its_enclosed_mass():
+    mge = MGE(numpy.array([1e8, 1e7, 1e6]), numpy.array([0.3, 2.0, 9.0]), numpy.ones(3))
+    for r in (0.1, 1.0, 10.0):
+        assert float(mge.mass_in_sphere(r, 50.0)) == pytest.approx(float(mge.enclosed_mass(r)), rel=1e-10)
