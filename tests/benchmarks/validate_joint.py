@@ -64,7 +64,8 @@ def main():
                 hits[kind].setdefault(name, []).append(lo <= truth[name] <= hi)
             sds[kind].append(rows[DARK]["sd"])
             print(f"seed {seed} {kind:>5}: {DARK} {rows[DARK]['p50']:.3f} +- {rows[DARK]['sd']:.3f} "
-                  f"(truth {truth[DARK]:.3f}); converged {res.converged}; {res.info['seconds']:.0f} s", flush=True)
+                  f"(truth {truth[DARK]:.3f}); converged {res.converged} {res.problems}; {res.info['seconds']:.0f} s",
+                  flush=True)
     print(f"\n{args.n_mocks} mocks in {time.perf_counter() - t0:.0f} s; fraction of mocks whose 95% interval "
           "holds the truth (goal >= 0.9):")
     for kind in hits:
