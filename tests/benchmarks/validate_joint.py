@@ -71,7 +71,7 @@ def main():
     for kind in hits:
         cover = ", ".join(f"{n} {np.mean(v):.2f}" for n, v in hits[kind].items())
         print(f"  {kind:>5}: {cover}; not converged: {failed[kind]}")
-    print("median posterior sd of " + DARK + ": " + ", ".join(f"{k} {np.median(v):.3f}" for k, v in sds.items()))
+    print("median posterior sd of " + DARK + ": " + ", ".join(f"{k} {np.nanmedian(v):.3f}" for k, v in sds.items()))
     narrower = np.mean(np.array(sds["joint"]) < np.minimum(sds["ifu"], sds["stars"]))
     print(f"joint narrower than both single data sets in {narrower:.2f} of the mocks")
 
