@@ -195,21 +195,10 @@ def _write_summary(path, result, meta):
     _atomic(path, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True))
 
 
-def _membership(point_vrms, discrete, config, f_out):
-    """Posterior membership probability of each star at the point estimate."""
-    var_m = np.asarray(point_vrms) ** 2 + discrete.v_err**2
-    var_o = config.outlier_sigma**2 + discrete.v_err**2
-    lm = -0.5 * (discrete.v**2 / var_m + np.log(var_m))
-    lo = -0.5 * (discrete.v**2 / var_o + np.log(var_o))
-    prior = discrete.p_member * (1.0 - f_out)
-    a, b = np.log(prior) + lm, np.log1p(-prior) + lo
-    return np.exp(a - np.logaddexp(a, b))
-
-
 def _plots(outdir, result, ifu, info, discrete, config):
     import jax
 
-    from dynamics.joint_model import derived_masses
+    from dynamics.joint_model import derived_masses, membership_probability
 
     from .dynamics_plot import plot_corner, plot_discrete, plot_enclosed_mass, plot_ifu_maps
 
@@ -221,8 +210,10 @@ def _plots(outdir, result, ifu, info, discrete, config):
     if discrete is not None:
         draws = result.info.get("predictions_draws", {}).get("vrms_discrete")
         draws = preds["vrms_discrete"][None] if draws is None else np.asarray(draws).reshape(-1, discrete.v.size)
-        prob = _membership(preds["vrms_discrete"], discrete, config, result.point.get("f_out", 0.0)) \
-            if config.outlier_sigma is not None else None
+        prob = None
+        if config.outlier_sigma is not None:
+            point = {k: jax.numpy.asarray(v) for k, v in result.point.items()}
+            prob = np.asarray(jax.jit(lambda q: membership_probability(q, discrete, config))(point))
         written.append(_atomic(outdir / "discrete.png", lambda t: plot_discrete(t, discrete, draws, prob)))
     # enclosed mass on 24 radii, for up to 200 draws
     flat = {n: np.asarray(result.samples_by_chain[n]).reshape(-1) for n in result.names}

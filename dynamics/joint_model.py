@@ -55,7 +55,7 @@ from .mge import MGE
 
 __all__ = ["IfuData", "DiscreteData", "JointConfig", "DEFAULT_PRIORS", "param_names", "prior_bounds",
            "build_mass", "predict_ifu", "predict_discrete", "log_likelihood_parts", "joint_model",
-           "derived_masses", "default_outlier_sigma"]
+           "derived_masses", "default_outlier_sigma", "membership_probability"]
 
 _LOG_2PI = float(numpy.log(2.0 * numpy.pi))
 
@@ -263,15 +263,30 @@ def log_likelihood_parts(params, ifu, discrete, config):
         ll_ifu = (jnp.sum(_normal_logpdf(ifu.v - v_mod, ifu.v_err**2))
                   + jnp.sum(_normal_logpdf(ifu.vrms - vrms_mod, ifu.vrms_err**2)))
     if discrete is not None:
-        vrms = predict_discrete(p, discrete, config)
-        ll_mem = _normal_logpdf(discrete.v, vrms**2 + discrete.v_err**2)
-        if config.outlier_sigma is None:
-            ll_disc = jnp.sum(ll_mem)
-        else:
-            ll_out = _normal_logpdf(discrete.v, config.outlier_sigma**2 + discrete.v_err**2)
-            p_mem = jnp.asarray(discrete.p_member) * (1.0 - p["f_out"])
-            ll_disc = jnp.sum(jnp.logaddexp(jnp.log(p_mem) + ll_mem, jnp.log1p(-p_mem) + ll_out))
+        member, outlier = _mixture_terms(p, discrete, config)
+        ll_disc = jnp.sum(member if outlier is None else jnp.logaddexp(member, outlier))
     return ll_ifu, ll_disc
+
+
+def _mixture_terms(p, discrete, config):
+    """Per star: log of (prior member probability x member density) and of the outlier term
+    (None without a contamination term)."""
+    vrms = predict_discrete(p, discrete, config)
+    ll_mem = _normal_logpdf(discrete.v, vrms**2 + discrete.v_err**2)
+    if config.outlier_sigma is None:
+        return ll_mem, None
+    ll_out = _normal_logpdf(discrete.v, config.outlier_sigma**2 + discrete.v_err**2)
+    p_mem = jnp.asarray(discrete.p_member) * (1.0 - p["f_out"])
+    return jnp.log(p_mem) + ll_mem, jnp.log1p(-p_mem) + ll_out
+
+
+def membership_probability(params, discrete, config):
+    """Posterior probability (given ``params``) that each discrete tracer is a member (1 without
+    a contamination term)."""
+    member, outlier = _mixture_terms({**config.fixed, **params}, discrete, config)
+    if outlier is None:
+        return jnp.ones_like(member)
+    return jnp.exp(member - jnp.logaddexp(member, outlier))
 
 
 def joint_model(ifu, discrete, config):

@@ -11,7 +11,8 @@ from dynamics.halos import nfw_from_m200
 from dynamics.inference import ModelConfig, StarData, log_likelihood as dwarf_log_likelihood
 from dynamics.jeans import sigma_los
 from dynamics.joint_model import (DiscreteData, IfuData, JointConfig, derived_masses, log_likelihood_parts,
-                                  param_names, predict_discrete, predict_ifu, prior_bounds)
+                                  membership_probability, param_names, predict_discrete, predict_ifu,
+                                  prior_bounds)
 from dynamics.tracer_density import plummer_mge
 from dynamics import Plummer
 
@@ -77,6 +78,10 @@ def test_outlier_mixture_and_membership_prior():
     pm = data.p_member * (1 - p["f_out"])
     expect = np.sum(np.log(pm * normal(data.v, vrms**2 + 100.0) + (1 - pm) * normal(data.v, 600.0**2 + 100.0)))
     assert float(log_likelihood_parts(p, None, data, cfg)[1]) == pytest.approx(expect, rel=1e-12)
+    member = pm * normal(data.v, vrms**2 + 100.0)
+    prob = member / (member + (1 - pm) * normal(data.v, 600.0**2 + 100.0))
+    np.testing.assert_allclose(np.asarray(membership_probability(p, data, cfg)), prob, rtol=1e-10)
+    assert prob[1] < 1e-3 < 0.5 < prob[0]                     # the -900 km/s star is an outlier
 
 
 def test_bins_are_luminosity_weighted_averages_of_their_spaxels():
