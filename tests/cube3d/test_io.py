@@ -13,6 +13,7 @@ from cube3d.io import MANGA_BAD_BITS, Cube, air_to_vacuum, read_cube, vacuum_to_
 
 NW, NY, NX = 7, 4, 5
 SIG2FWHM = np.sqrt(8.0 * np.log(2.0))
+LN_PIX = np.log(10.0) * 1.0e-4  # a MaNGA pixel in ln(lambda)
 
 
 def spatial_cards(h, cd=True, rot_deg=0.0):
@@ -56,9 +57,10 @@ def manga_wave(n, log10_0=3.5589):
     return 10.0 ** (log10_0 + 1.0e-4 * np.arange(n))
 
 
-def write_manga(path, flux, ivar, mask, with_wave=True, specres=None, lsfpre=None):
+def write_manga(path, flux, ivar, mask, with_wave=True, specres=None, lsfpre=None, extra=None, log10_0=3.5589):
+    """A LOGCUBE; ``extra`` maps further resolution HDU names (``PRESPECRES``, ``DISP``...) to arrays."""
     n = flux.shape[0]
-    lam0 = 10.0**3.5589
+    lam0 = 10.0**log10_0
     h = spatial_cards(fits.Header(), cd=True)
     h["CTYPE3"], h["CUNIT3"] = "WAVE-LOG", "Angstrom"
     # FITS paper III eq. 5: lambda = CRVAL exp(CDELT (p - CRPIX) / CRVAL); MaNGA steps 1e-4 dex
@@ -67,11 +69,13 @@ def write_manga(path, flux, ivar, mask, with_wave=True, specres=None, lsfpre=Non
     hdus = [fits.PrimaryHDU(), fits.ImageHDU(flux, h, name="FLUX"), fits.ImageHDU(ivar, h, name="IVAR"),
             fits.ImageHDU(mask.astype(np.int32), h, name="MASK")]
     if with_wave:
-        hdus.append(fits.ImageHDU(manga_wave(n), name="WAVE"))
+        hdus.append(fits.ImageHDU(manga_wave(n, log10_0), name="WAVE"))
     if specres is not None:
         hdus.append(fits.ImageHDU(specres, name="SPECRES"))
     if lsfpre is not None:
         hdus.append(fits.ImageHDU(lsfpre, name="LSFPRE"))
+    for name, data in (extra or {}).items():
+        hdus.append(fits.ImageHDU(data, name=name))
     fits.HDUList(hdus).writeto(path)
     return path
 
@@ -185,7 +189,8 @@ def test_manga_logcube_wave_mask_and_specres(tmp_path):
     r = np.linspace(1800.0, 2300.0, NW)
     r[3] = 0.0  # invalid resolution: interpolated from neighbours
     path = write_manga(tmp_path / "manga-1-2-LOGCUBE.fits", flux, ivar, mask, specres=r)
-    cube = read_cube(path)
+    with pytest.warns(UserWarning, match=r"LOGCUBE\.fits\[SPECRES\]: only the post-pixel"):
+        cube = read_cube(path)
     assert cube.layout == "MANGA" and cube.air is False
     np.testing.assert_allclose(cube.wave, wave, rtol=1e-14)
     bad = np.zeros(flux.shape, bool)
@@ -195,9 +200,10 @@ def test_manga_logcube_wave_mask_and_specres(tmp_path):
     np.testing.assert_array_equal(cube.flux[bad], 0.0)
     np.testing.assert_array_equal(cube.ivar[~bad], ivar[~bad])
     assert cube.ivar[3, 0, 0] > 0 and cube.ivar[4, 1, 0] > 0
-    expect = wave / np.where(r > 0, r, 1.0)
+    # SPECRES is post-pixel: the pixel's box (1e-4 dex wide) comes off, then the gap is interpolated
+    expect = np.sqrt((wave / np.where(r > 0, r, 1.0)) ** 2 - SIG2FWHM**2 * (wave * LN_PIX) ** 2 / 12.0)
     expect[3] = np.interp(wave[3], wave[[2, 4]], expect[[2, 4]])
-    np.testing.assert_allclose(cube.lsf_fwhm, expect, rtol=1e-13)
+    np.testing.assert_allclose(cube.lsf_fwhm, expect, rtol=1e-11)
     assert cube.flux_unit == "1E-17 erg/s/cm^2/Ang/spaxel"
 
 
@@ -226,6 +232,116 @@ def test_manga_lsfpre_takes_precedence(tmp_path):
     cube = read_cube(path)
     np.testing.assert_allclose(cube.lsf_fwhm, SIG2FWHM * sig0 * med, rtol=2e-7)  # float32 input
     assert not np.allclose(cube.lsf_fwhm, wave / 2000.0)
+
+
+@pytest.mark.parametrize("post, pre", [("SPECRES", "PRESPECRES"), ("DISP", "PREDISP"), ("LSFPOST", "LSFPRE")])
+def test_manga_post_pixel_lsf_loses_the_pixel_box(tmp_path, post, pre):
+    """Post-pixel resolution alone: FWHM_pre^2 = FWHM_post^2 - 8 ln2 (lambda dln lambda)^2 / 12, with a warning
+    (Law et al. 2021); with its pre-pixel counterpart present that one is used, unchanged and without one."""
+    flux, ivar, mask = manga_arrays()
+    wave = manga_wave(NW)
+    fwhm_pre = wave / np.linspace(1800.0, 2300.0, NW)
+    fwhm_post = np.sqrt(fwhm_pre**2 + SIG2FWHM**2 * (wave * LN_PIX) ** 2 / 12.0)
+
+    def hdu(fwhm):  # R for the SPECRES pair, a per-spaxel sigma cube otherwise
+        if "SPECRES" in post:
+            return wave / fwhm
+        return np.broadcast_to((fwhm / SIG2FWHM)[:, None, None], flux.shape).astype(np.float32)
+
+    path = write_manga(tmp_path / "post.fits", flux, ivar, mask, extra={post: hdu(fwhm_post)})
+    with pytest.warns(UserWarning, match=rf"post\.fits\[{post}\]: only the post-pixel resolution .* "
+                                         r"converted .* 69\.0 km/s pixel's boxcar"):
+        cube = read_cube(path)
+    rtol = 1e-11 if "SPECRES" in post else 1e-6  # float32 sigma
+    np.testing.assert_allclose(cube.lsf_fwhm, fwhm_pre, rtol=rtol)
+    path = write_manga(tmp_path / "both.fits", flux, ivar, mask, extra={post: hdu(fwhm_post), pre: hdu(fwhm_pre)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cube = read_cube(path)
+    np.testing.assert_allclose(cube.lsf_fwhm, fwhm_pre, rtol=rtol)
+
+
+def test_manga_post_pixel_lsf_narrower_than_the_pixel_is_invalid(tmp_path):
+    """A post-pixel FWHM at or below the box's own is no measurement: interpolated over, or skipped."""
+    flux, ivar, mask = manga_arrays()
+    wave = manga_wave(NW)
+    box = SIG2FWHM * wave * LN_PIX / np.sqrt(12.0)  # FWHM of a Gaussian with the box's variance
+    fwhm_post = 2.0 * box
+    fwhm_post[3] = 0.9 * box[3]
+    path = write_manga(tmp_path / "m.fits", flux, ivar, mask, specres=wave / fwhm_post)
+    with pytest.warns(UserWarning, match="post-pixel"):
+        cube = read_cube(path)
+    expect = np.sqrt(3.0) * box
+    expect[3] = np.interp(wave[3], wave[[2, 4]], expect[[2, 4]])
+    np.testing.assert_allclose(cube.lsf_fwhm, expect, rtol=1e-11)
+    path = write_manga(tmp_path / "n.fits", flux, ivar, mask, specres=wave / (0.5 * box))
+    with pytest.warns(UserWarning, match=r"n\.fits\[SPECRES\]: no valid resolution values"):
+        cube = read_cube(path)
+    assert cube.lsf_fwhm is None
+
+
+def manga_mock(r_pre, sigma, v, z, flux_level=100.0, snr=1.0e3):
+    """A noise-free MaNGA-like mock: MILES-HC spectra (labelled vacuum) x Gaussian LOSVD x Gaussian LSF
+    (FWHM ``wave / r_pre``, Angstrom), integrated over log-lambda pixels 1e-4 dex wide.
+
+    The spectra are built on a 1 km/s grid and averaged over the pixels exactly
+    (:mod:`cube3d.testing._spectra`, as :func:`cube3d.testing.make_mock_cube`), so the
+    post-pixel LSF is the pre-pixel one convolved with the pixel's box.  The templates
+    are labelled vacuum, like the cube, so that the fitted grid is the cube's own.
+    Returns the library, the flux cube (n_wave, ny, nx), the ivar of S/N ``snr`` (the flux
+    has no noise) and log10 of the first wavelength.
+    """
+    import dataclasses
+
+    from cube3d.datasets import demo_templates_dir
+    from cube3d.templates import load_templates
+    from cube3d.testing import _spectra
+
+    lib = dataclasses.replace(load_templates(demo_templates_dir()), air=False)
+    log10_0, n = np.log10(4800.0 * (1.0 + z)), 580
+    wave = manga_wave(n, log10_0)
+    edges_rest = 10.0 ** (log10_0 + 1.0e-4 * (np.arange(n + 1) - 0.5)) / (1.0 + z)
+    grid = _spectra.fine_grid(edges_rest, np.abs(v).max(), sigma.max(), 1.0)
+    tpl_hat, n_fft = _spectra.template_transforms(lib, grid, wave, wave / r_pre, z)
+    avg = _spectra.pixel_average_matrix(grid, edges_rest)
+    w = np.full(lib.n_templates, 1.0 / lib.n_templates)
+    spec = _spectra.convolve_spaxels(tpl_hat, n_fft, w, v.ravel(), sigma.ravel(), np.zeros((v.size, 0)), grid,
+                                     avg, 64)
+    flux = (spec * (flux_level / np.median(spec, axis=0))).reshape((n,) + v.shape)
+    return lib, flux, np.full(flux.shape, (snr / flux_level) ** 2), log10_0
+
+
+@pytest.mark.timeout(120)
+def test_manga_sigma_from_specres_alone_matches_prespecres(tmp_path):
+    """Issue 11: sigma = 55 km/s from a SPECRES-only cube is right (it came out 6% low), as from PRESPECRES."""
+    from cube3d.fit import FitConfig, fit_spectra
+    from cube3d.prepare import prepare_cube
+
+    z, sigma = 0.02, 55.0
+    v = np.linspace(-60.0, 60.0, 9).reshape(3, 3)
+    r_pre = 1800.0  # FWHM 2.7-3.1 A, above the templates' 2.51 A (1 + z)
+    lib, flux, ivar, log10_0 = manga_mock(r_pre, np.full(v.shape, sigma), v, z)
+    wave = manga_wave(flux.shape[0], log10_0)
+    fwhm_pre = wave / r_pre
+    fwhm_post = np.sqrt(fwhm_pre**2 + SIG2FWHM**2 * (wave * LN_PIX) ** 2 / 12.0)  # pre-pixel (x) the pixel's box
+    mask = np.zeros(flux.shape, np.int32)
+    fitted = {}
+    for name, fwhm in (("PRESPECRES", fwhm_pre), ("SPECRES", fwhm_post)):
+        path = write_manga(tmp_path / f"{name}.fits", flux, ivar, mask, extra={name: wave / fwhm}, log10_0=log10_0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cube = read_cube(path)
+        assert any("post-pixel" in str(w.message) for w in caught) == (name == "SPECRES")  # said in the log
+        prep = prepare_cube(cube, lib, z, target_sn=None, mask_emission=False)
+        k = (prep.ln_wave + np.log((1.0 + z) / wave[0])) / LN_PIX
+        np.testing.assert_allclose(k, np.round(k), atol=1e-6)  # the cube's own pixels: no rebinning
+        res = fit_spectra(prep, FitConfig(moments=2))
+        assert res.ok.all()
+        np.testing.assert_allclose(res.params[:, 0], v.ravel(), atol=0.5)
+        fitted[name] = res.params[:, 1]
+    np.testing.assert_allclose(fitted["PRESPECRES"], sigma, rtol=0.01)
+    np.testing.assert_allclose(fitted["SPECRES"], sigma, rtol=0.01)  # was 51.5 (-6.4%)
+    np.testing.assert_allclose(fitted["SPECRES"], fitted["PRESPECRES"], rtol=1e-3)
 
 
 # ---------------------------------------------------------------------------------------
@@ -496,6 +612,10 @@ def test_manga_bad_auxiliary_extensions(tmp_path):
     with pytest.raises(InputError) as e:
         read_cube(p)
     assert_one_line(e, "s.fits[SPECRES]")
+    p = write_manga(tmp_path / "one.fits", flux[:1], ivar[:1], mask[:1], specres=np.full(1, 2000.0))
+    with pytest.raises(InputError) as e:  # no pixel width to take off a post-pixel LSF
+        read_cube(p)
+    assert_one_line(e, "one.fits[SPECRES]", "two or more channels")
 
 
 # ---------------------------------------------------------------------------------------
