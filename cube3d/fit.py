@@ -98,6 +98,14 @@ class FitConfig(NamedTuple):
         Upper bound of the dispersion in km/s (lower bound 0.1 pixel).
     h_bound : float
         Bound on |h_m| for the Gauss-Hermite family.
+    step_limit : float
+        Trust region of every iteration: V moves by at most ``step_limit`` times the
+        current sigma, sigma by at most that fraction of itself.  Keeps a fit in the
+        basin it starts in instead of jumping to a noise minimum (module docstring,
+        "Starts and steps").
+    start_dchi2 : float
+        The cross-correlation start replaces the systemic start (V = 0 or ``v_start``)
+        only when its profiled chi^2 is lower by more than this (module docstring).
     chi2_rtol : float
         Convergence: largest relative decrease of chi^2 over the last two iterations.
     param_rtol : float
@@ -120,6 +128,8 @@ class FitConfig(NamedTuple):
     v_range: float = 1500.0
     sigma_max: float = 1000.0
     h_bound: float = 0.3
+    step_limit: float = 0.5
+    start_dchi2: float = 25.0
     chi2_rtol: float = 1e-5
     param_rtol: float = 0.1
     chunk_size: int = 16
@@ -231,6 +241,10 @@ def validate_config(config):
     if not (positive(config.sigma_max) and config.sigma_start < config.sigma_max):
         raise InputError(f"--sigma-start: must lie below the dispersion bound sigma_max = {config.sigma_max:g} km/s, "
                          f"got {config.sigma_start:g}")
+    if not positive(config.step_limit):
+        raise InputError(f"step_limit: must be a positive multiple of sigma, got {config.step_limit}")
+    if not (isinstance(config.start_dchi2, (int, float, np.integer, np.floating)) and config.start_dchi2 >= 0):
+        raise InputError(f"start_dchi2: must be a chi^2 difference >= 0, got {config.start_dchi2}")
     if not (integer(config.chunk_size) and config.chunk_size >= 1):
         raise InputError(f"--chunk-size: must be a positive integer, got {config.chunk_size}")
     if not (integer(config.n_iter) and config.n_iter >= 1):
@@ -281,6 +295,8 @@ class _Static(NamedTuple):
     n_iter: int
     clip: Optional[float]
     use_xcorr: bool
+    step_limit: float
+    start_dchi2: float
     chi2_rtol: float
     param_rtol: float
 
@@ -353,6 +369,11 @@ class _Spectrum:
         # sigma are still far from the solution.
         shape = (jnp.arange(n_theta) >= 2) & (jnp.arange(n_theta) < self.n_kin)
         step = jnp.where(shape & (it < self.s.n_iter // 3), 0.0, sol[:n_theta])
+        # Trust region ("Starts and steps" in the module docstring): V and sigma move by at
+        # most step_limit * sigma per iteration, so the fit cannot jump across the noise
+        # minima of a low-S/N spectrum in one step.
+        reach = self.s.step_limit * state.theta[1]
+        step = step.at[0].set(jnp.clip(step[0], -reach, reach)).at[1].set(jnp.clip(step[1], -reach, reach))
         trial = jnp.clip(state.theta + step, p.lower, p.upper)
         # Accept on the profiled chi^2 (linear coefficients re-solved at the trial theta):
         # keeping the joint solve's coefficients instead stalls with many templates.
@@ -407,11 +428,14 @@ def _fit_one(galaxy, w, v_start, problem, static):
     """Fit one spectrum; every size static.  Returns a dict of per-spectrum results
     (pixel units for V and sigma)."""
     spec = _Spectrum(problem, static, galaxy)
+    theta0 = jnp.clip(problem.theta_start.at[0].set(v_start), problem.lower, problem.upper)
     if static.use_xcorr:
-        v0 = start_velocity(problem, galaxy, w, static.offset, static.n_pix, static.n_fft, problem.upper[0])
-    else:
-        v0 = v_start
-    theta0 = jnp.clip(problem.theta_start.at[0].set(v0), problem.lower, problem.upper)
+        # The cross-correlation peak replaces the systemic start only when the data
+        # prefer it clearly (module docstring, "Starts and steps").
+        v_x = start_velocity(problem, galaxy, w, static.offset, static.n_pix, static.n_fft, problem.upper[0])
+        theta_x = jnp.clip(theta0.at[0].set(v_x), problem.lower, problem.upper)
+        chi2_0, chi2_x = spec.profiled(theta0, w)[1], spec.profiled(theta_x, w)[1]
+        theta0 = jnp.where(chi2_x < chi2_0 - static.start_dchi2, theta_x, theta0)
 
     w_in = w
     state, chi2_hist, theta_hist = spec.iterate(theta0, w, static.n_iter)
@@ -466,7 +490,9 @@ def fit_spectra(data, config=FitConfig(), *, v_start=None, progress=None):
         per pixel).
     config : FitConfig
     v_start : array (n_spec,) or float, optional
-        Starting velocities in km/s; default: cross-correlation per spectrum.
+        Starting velocities in km/s (then used as given).  Default: V = 0 (the
+        redshift), replaced by the cross-correlation peak where its chi^2 is lower by
+        more than ``config.start_dchi2``.
     progress : callable, optional
         Called as ``progress(n_done, n_total)`` after every chunk.
 
@@ -491,7 +517,8 @@ def fit_spectra(data, config=FitConfig(), *, v_start=None, progress=None):
     use_xcorr = v_start is None
     v0 = np.zeros(n_spec) if v_start is None else np.broadcast_to(np.asarray(v_start, float) / data.velscale, (n_spec,))
     static = _Static(family=family, offset=data.template_offset, n_pix=n_pix, n_fft=n_fft, n_iter=config.n_iter,
-                     clip=config.clip, use_xcorr=use_xcorr, chi2_rtol=float(config.chi2_rtol),
+                     clip=config.clip, use_xcorr=use_xcorr, step_limit=float(config.step_limit),
+                     start_dchi2=float(config.start_dchi2), chi2_rtol=float(config.chi2_rtol),
                      param_rtol=float(config.param_rtol))
     out = _run_chunks(lambda g, w, vs: _fit_chunk(g, w, vs, problem, static), (data.spectra, data.ivar, v0),
                       config, progress)
@@ -601,7 +628,7 @@ def local_quadratic(data, kinematics, config=FitConfig()):
         raise InputError(f"kinematics: expected shape {(n_spec, n_kin)}, got {kinematics.shape}")
     problem, n_fft, _ = _problem_for(data, config, family)
     static = _Static(family=family, offset=data.template_offset, n_pix=n_pix, n_fft=n_fft, n_iter=1,
-                     clip=None, use_xcorr=False, chi2_rtol=1.0, param_rtol=1.0)
+                     clip=None, use_xcorr=False, step_limit=1.0, start_dchi2=0.0, chi2_rtol=1.0, param_rtol=1.0)
     units = np.ones(n_kin)
     units[:2] = data.velscale
     out = _run_chunks(lambda g, w, k: _local_quadratic_chunk(g, w, k, problem, static),
