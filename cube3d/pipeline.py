@@ -36,9 +36,11 @@ from .errors import InputError, ResultWarning
 from .fit import FitConfig, FitResult, fit_spectra, losvd_family, validate_config
 from .flags import (
     CLIP_FLAG_FRACTION,
+    FLAG_BELOW_RELIABLE_SN,
     FLAG_CLIPPED,
     FLAG_NOT_FITTED,
     FLAG_UNCONSTRAINED,
+    RELIABLE_SN,
     spectrum_flags,
     unconstrained,
 )
@@ -261,6 +263,10 @@ def run_fit(cube_path, templates, redshift: float, prepare: PrepareConfig = Prep
         "software": f"cube3d {__version__}",
     }
     maps = result_to_maps(prepared, result, fit, cube.wcs, meta, min_sn=prepare.min_sn, keep_spectra=keep_spectra)
+    n_low = int(np.sum(result.ok & (np.asarray(prepared.snr) < RELIABLE_SN)))
+    if n_low and gp is None:
+        say(f"{n_low} of {n_ok} spectra have S/N per pixel below {RELIABLE_SN:g} (FLAG {FLAG_BELOW_RELIABLE_SN}): "
+            "one spectrum's sigma is biased there; do not average them: bin (--target-sn) or use --gp")
     gp_result = None
     if gp is not None:
         maps, gp_result = _apply_gp(maps, prepared, result, fit, gp, say, t0)

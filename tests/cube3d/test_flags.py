@@ -7,10 +7,12 @@ from cube3d.fit import FitConfig, FitInput, fit_spectra
 from cube3d.flags import (
     CLIP_FLAG_FRACTION,
     FLAG_AT_BOUND,
+    FLAG_BELOW_RELIABLE_SN,
     FLAG_CLIPPED,
     FLAG_LOW_SNR,
     FLAG_NONFINITE,
     FLAG_NOT_CONVERGED,
+    RELIABLE_SN,
     spectrum_flags,
 )
 from tests.cube3d.test_fit import OFFSET, VELSCALE, _mock, _templates
@@ -79,8 +81,26 @@ def test_flags_from_a_constructed_result(converged_fit):
     assert flags[1] == FLAG_NONFINITE  # a failed fit is not also "not converged" or "at bound"
     assert flags[2] == FLAG_NOT_CONVERGED
     assert flags[3] == FLAG_CLIPPED
-    assert flags[4] == FLAG_LOW_SNR
+    assert flags[4] == FLAG_LOW_SNR | FLAG_BELOW_RELIABLE_SN
     assert np.all(flags[5:] == 0)
+
+
+def test_reliable_sn_floor_flags_only_fitted_spectra_below_it(converged_fit):
+    """FLAG_BELOW_RELIABLE_SN: set below the floor (default RELIABLE_SN) on fitted spectra
+    only; 0 turns it off; the floor is the one the module's bias table supports."""
+    res = converged_fit
+    n = len(res.ok)
+    snr = np.full(n, 40.0)
+    snr[:3] = [RELIABLE_SN - 0.01, RELIABLE_SN, 2.0]
+    ok = res.ok.copy()
+    ok[2] = False
+    fake = res._replace(ok=ok, converged=np.ones(n, bool))
+    flags = spectrum_flags(fake, FitConfig(moments=4), VELSCALE, snr)
+    assert flags[0] == FLAG_BELOW_RELIABLE_SN and flags[1] == 0
+    assert flags[2] == FLAG_NONFINITE  # a failed fit gets only its own bit
+    assert np.all(flags[3:] == 0)
+    assert np.all(spectrum_flags(fake, FitConfig(moments=4), VELSCALE, snr, reliable_sn=0.0)[:2] == 0)
+    assert 5.0 < RELIABLE_SN <= 10.0
 
 
 def test_flag_descriptions_fit_in_a_header_card():
