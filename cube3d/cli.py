@@ -20,6 +20,7 @@ from pathlib import Path
 from . import __version__
 from .constants import C_KMS
 from .errors import InputError, ResultWarning
+from .flags import FLAG_BELOW_RELIABLE_SN
 
 #: settings of ``cube3d.spatial.GPConfig`` offered on the command line (kept equal to
 #: ``cube3d.spatial.config.TIERS``/``SOLVERS``/``MEANS``; not imported here so that
@@ -45,7 +46,8 @@ def _add_gp_options(p):
     g.add_argument("--gp", action="store_true",
                    help="turn the spatial prior on (per-spaxel fit, so not with --target-sn)")
     g.add_argument("--gp-tier", choices=GP_TIERS, default=None,
-                   help="two_step (default): per-spaxel Gaussian posteriors + GP, seconds; joint_map: spectra and "
+                   help="default: joint_map when the median S/N per pixel is below 10, else two_step (the log "
+                        "says which); two_step: per-spaxel Gaussian posteriors + GP, seconds; joint_map: spectra and "
                         "GP prior optimised together; nuts: numpyro sampling of fields and hyperparameters (small grids)")
     g.add_argument("--gp-solver", choices=GP_SOLVERS, default=None,
                    help="auto (default): dense up to 2500 observed spaxels, else hsgp; dense: exact, memory ~ N^2; "
@@ -295,7 +297,8 @@ def _run_fit(args, cube, templates, output, lsf):
     update, close = _progress(args.quiet)
     log = None if args.quiet else (lambda msg: print(f"cube3d: {msg}", file=sys.stderr))
     try:
-        run = run_fit(cube, templates, args.redshift, prepare, fit, gp, progress=update, log=log)
+        run = run_fit(cube, templates, args.redshift, prepare, fit, gp, auto_tier=gp is not None and args.gp_tier is None,
+                      progress=update, log=log)
     finally:
         close()
     maps, prepared, result = run.maps, run.prepared, run.result
@@ -369,7 +372,10 @@ def _cmd_demo(args):
     plot_maps(maps, outdir / "maps.png")
     plot_spectrum_fit(maps, outdir / "spectrum.png")
     v, s = maps.maps["V"], maps.maps["SIGMA"]
-    good = maps.maps["FLAG"] == 0
+    flag = maps.maps["FLAG"]
+    if args.gp:  # the GP's values are not single spectra's: their S/N floor does not apply
+        flag = flag & ~FLAG_BELOW_RELIABLE_SN
+    good = flag == 0
     fitted = f"{int((maps.maps['BINID'] >= 0).sum())} spaxels in {int(maps.maps['BINID'].max()) + 1} bins"
     if args.gp:
         fitted = (f"{int((maps.maps['BINID'] >= 0).sum())} spaxels fitted one by one, then a GP spatial prior "

@@ -24,7 +24,7 @@ from cube3d.cli import GP_MEANS, GP_SOLVERS, GP_TIERS, main
 from cube3d.errors import InputError
 from cube3d.fit import FitConfig
 from cube3d.maps import read_maps
-from cube3d.pipeline import FitRun, run_fit
+from cube3d.pipeline import FitRun, choose_gp_tier, run_fit
 from cube3d.prepare import PrepareConfig
 from cube3d.spatial import GPConfig, run_gp
 from cube3d.spatial.config import MEANS, SOLVERS, TIERS
@@ -65,7 +65,7 @@ def cube(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gp_cli(cube, tmp_path_factory):
-    """``cube3d fit --gp`` (defaults: two-step tier, Matern-5/2, auto solver), run once."""
+    """``cube3d fit --gp`` (defaults: tier chosen from the S/N, Matern-5/2, auto solver), run once."""
     out = tmp_path_factory.mktemp("gpout") / "maps.fits"
     argv = fit_args(cube["path"], out, "--gp", lsf=cube["lsf"])
     argv.remove("--quiet")  # keep the log lines
@@ -104,7 +104,11 @@ def test_gp_fit_writes_gp_and_spaxel_maps(gp_cli):
             assert np.median(gp_err) < 0.8 * np.median(sp_err), q
         assert np.all(hdul["BINID"].data >= 0)  # one spectrum per spaxel, no binning
         h = {k.upper(): v for k, v in hdul[0].header.items()}
-    assert h["CUBE3D GP_TIER"] == "two_step"
+    # the default tier follows the spectra's S/N, and the log says which and why
+    with fits.open(gp_cli["out"]) as hdul:
+        expected, why = choose_gp_tier(hdul["SNR"].data.ravel())
+    assert h["CUBE3D GP_TIER"] == expected
+    assert f"gp tier {expected}: {why}" in gp_cli["log"]
     assert h["CUBE3D GP_KERNEL"] == "matern52"
     assert h["CUBE3D GP_V_SOLVER"] == "dense"  # auto: 64 spaxels <= max_dense
     for q in ("V", "SIGMA"):
@@ -325,7 +329,8 @@ def test_plot_non_gp_file_unchanged(tmp_path, saved_figures):
 
 @pytest.mark.slow
 def test_demo_gp(tmp_path, capsys):
-    """``cube3d demo --gp``: the bundled 20 x 20 MUSE cutout, every spaxel, GP maps."""
+    """``cube3d demo --gp``: the bundled 20 x 20 MUSE cutout, every spaxel, GP maps; at its S/N
+    (median 2.6 per pixel) the default tier is joint_map."""
     outdir = tmp_path / "demo"
     code = main(["demo", "--gp", "--outdir", str(outdir), "--quiet"])
     captured = capsys.readouterr()
@@ -334,7 +339,7 @@ def test_demo_gp(tmp_path, capsys):
         names = [h.name for h in m]
         assert {"V", "V_ERR", "V_SPAXEL", "V_SPAXEL_ERR", "SIGMA", "SIGMA_SPAXEL"} <= set(names)
         assert m["V"].data.shape == (20, 20) and m["BINID"].data.max() == 399
-        assert m[0].header["CUBE3D GP_TIER"] == "two_step"
+        assert m[0].header["CUBE3D GP_TIER"] == "joint_map"
         for name in ("V", "V_ERR", "SIGMA", "SIGMA_ERR"):
             assert np.all(np.isfinite(m[name].data)), name
         # the prior borrows strength from the neighbours: the GP map is far smoother than the
