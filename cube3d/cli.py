@@ -138,6 +138,9 @@ def _add_fit_options(p, demo=False):
     r.add_argument("--min-sn", type=float, default=0.0, help="skip spaxels below this median S/N per pixel (default 0)")
     r.add_argument("--no-emission-mask", action="store_true",
                    help="do not mask the standard emission and sky lines")
+    r.add_argument("--emission-width", type=float, default=800.0, metavar="KMS",
+                   help="full width of each masked emission/sky-line window, km/s (default 800; 1500 for gas with "
+                        "broad wings, as the MaNGA DAP)")
     f = p.add_argument_group("fit")
     default_moments = 2 if demo else 4
     f.add_argument("--moments", type=int, default=default_moments, choices=[2, 3, 4, 5, 6],
@@ -279,7 +282,7 @@ def configs_from_args(args, lsf):
         layout=args.layout, template_fwhm=args.template_fwhm, template_air=not args.template_vacuum, lsf=lsf,
         velscale=args.velscale, wave_range=tuple(args.wave_range) if args.wave_range else None,
         target_sn=args.target_sn, min_sn=args.min_sn, mask_emission=not args.no_emission_mask,
-        n_basis=args.n_basis,
+        emission_width=args.emission_width, n_basis=args.n_basis,
     )
     fit = FitConfig(moments=args.moments, losvd=args.losvd, degree=args.degree, mdegree=args.mdegree,
                     clip=args.clip, sigma_start=args.sigma_start, chunk_size=args.chunk_size)

@@ -237,6 +237,7 @@ def run_fit(cube_path, templates, redshift: float, prepare: PrepareConfig = Prep
     prepared = prepare_cube(
         cube, library, redshift, velscale=prepare.velscale, wave_range=prepare.wave_range,
         target_sn=prepare.target_sn, min_sn=prepare.min_sn, mask_emission=prepare.mask_emission,
+        emission_width=prepare.emission_width,
         lsf=prepare.lsf, n_basis=prepare.n_basis,
     )
     say(

@@ -366,6 +366,9 @@ class PrepareConfig(NamedTuple):
         Skip spaxels below this median S/N per pixel (``--min-sn``); bins below it are flagged.
     mask_emission : bool
         Mask the standard emission and sky lines (``--no-emission-mask`` turns it off).
+    emission_width : float
+        Full width of each masked line window, km/s (``--emission-width``; 800; the
+        MaNGA DAP uses 1500, wider for gas with broad wings: README, Accuracy).
     n_basis : int or None
         Keep this many templates, chosen by NNLS on the summed spectrum (``--n-basis``).
     """
@@ -380,6 +383,7 @@ class PrepareConfig(NamedTuple):
     min_sn: float = 0.0
     mask_emission: bool = True
     n_basis: int | None = None
+    emission_width: float = 800.0
 
 
 #: cube layouts understood by :func:`cube3d.io.read_cube`
@@ -395,8 +399,8 @@ def validate_prepare_config(config: PrepareConfig) -> None:
         raise InputError(f"--template-fwhm: must be a positive number of Angstrom, got {fwhm}")
     if config.layout not in LAYOUTS:
         raise InputError(f"--layout: must be one of {', '.join(LAYOUTS)}, got {config.layout!r}")
-    _check_options(0.0, config.velscale, config.target_sn, config.min_sn, 0.0, config.n_basis, 0.0,
-                   config.wave_range, 0.0)
+    _check_options(0.0, config.velscale, config.target_sn, config.min_sn, config.emission_width, config.n_basis,
+                   0.0, config.wave_range, 0.0)
 
 
 # ----------------------------------------------------------------------------- steps of prepare_cube
