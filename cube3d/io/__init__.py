@@ -35,7 +35,10 @@ Layouts
     ``VARIANCE`` (variance), ``IVAR`` (inverse variance) or ``ERR``, ``ERROR``,
     ``SIGMA``, ``NOISE`` (1-sigma error).
 
-Modules: :mod:`.reader` (:func:`read_cube`), :mod:`.container` (:class:`Cube`),
+A cube too large for memory is opened with :func:`open_cube` instead: headers checked
+the same way, spectra read a block of spaxels at a time (:class:`CubeSource`).
+
+Modules: :mod:`.reader` (:func:`read_cube`), :mod:`.source` (:func:`open_cube`), :mod:`.container` (:class:`Cube`),
 :mod:`.spectral` (wavelengths from the WCS), :mod:`.manga` (bitmask, LSF),
 :mod:`.airvac` (air/vacuum), :mod:`.noise` (DER_SNR), :mod:`.fitsutil` (HDU helpers).
 
@@ -52,5 +55,7 @@ from .airvac import air_to_vacuum, vacuum_to_air
 from .container import Cube
 from .manga import MANGA_BAD_BITS
 from .reader import LAYOUTS, read_cube
+from .source import CubeSource, open_cube
 
-__all__ = ["Cube", "read_cube", "air_to_vacuum", "vacuum_to_air", "LAYOUTS", "MANGA_BAD_BITS"]
+__all__ = ["Cube", "CubeSource", "read_cube", "open_cube", "air_to_vacuum", "vacuum_to_air", "LAYOUTS",
+           "MANGA_BAD_BITS"]
