@@ -1170,3 +1170,21 @@ def prepare_cube(
         spatial_shape=(ny, nx),
         air=air,
     )
+
+
+# ----------------------------------------------------------------------------- steps shared with cube3d.stream
+
+# The steps of prepare_cube under public names for cube3d.stream, which runs them a block of
+# spaxels at a time (one implementation, two drivers: the spectra agree to the last bit).
+check_options = _check_options
+rest_frame_edges = _rest_frame_edges
+convert_convention = _convert_convention
+spectral_grid = _spectral_grid
+resolve_lsf = _resolve_lsf
+check_lsf_range = _check_lsf_range
+broaden_templates = _broaden_templates
+rebin_templates = _rebin_templates
+rebin_spaxels = _rebin_spaxels
+select_spaxels = _select_spaxels
+normalise_spectra = _normalise
+SpaxelStats = _Spaxels
