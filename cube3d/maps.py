@@ -11,7 +11,10 @@ the per-bin spectra and best-fit models for the spectrum-plus-fit plot.
 * one ``ImageHDU`` per map, ``EXTNAME`` equal to the map name, with the cube's
   celestial WCS, ``BUNIT`` and a one-line ``CONTENT`` description;
 * optionally the image HDUs ``LOGLAM`` (n_pix,), ``SPEC``, ``MODEL`` and ``WEIGHT``
-  (n_bin, n_pix): row ``i`` belongs to the bin with ``BINID == i``.
+  (n_bin, n_pix): row ``i`` belongs to the bin with ``BINID == i``.  They come from
+  ``KinematicMaps.spectra`` or, a block of rows at a time, from a :class:`SpectraBlocks`
+  (so that a cube's spectra need not fit in memory); a model cube likewise from a
+  :class:`ModelBlocks`.
 
 The file opens in astropy (``fits.open``, ``WCS(hdu.header)``), ds9 and spectral-cube
 (``Projection.from_hdu``) with the cube's sky coordinates.  Writes are atomic: the file
@@ -28,12 +31,14 @@ FLAG bits (0 = good fit): see :mod:`cube3d.flags`, which defines and sets them.
 
 from __future__ import annotations
 
+import abc
 import datetime
 import gzip
 import json
 import math
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +60,8 @@ from cube3d.flags import (  # noqa: F401  (re-exported: the maps file documents 
 
 __all__ = [
     "KinematicMaps",
+    "SpectraBlocks",
+    "ModelBlocks",
     "write_maps",
     "read_maps",
     "model_path_for",
@@ -73,6 +80,12 @@ __all__ = [
 SPECTRA_NAMES = ("LOGLAM", "SPEC", "MODEL", "WEIGHT")
 #: maps stored as integers.
 INT_MAPS = ("BINID", "FLAG")
+_SPECTRA_NOTES = {
+    "LOGLAM": "ln(rest-frame wavelength / Angstrom)",
+    "SPEC": "observed spectrum per bin (row = BINID)",
+    "MODEL": "best-fit model per bin (row = BINID)",
+    "WEIGHT": "fit weight per pixel, 0 = masked",
+}
 
 _META_PREFIX = "CUBE3D"
 _META_JSONKEYS = "JSONKEYS"
@@ -236,6 +249,43 @@ def _check_spectra(spectra):
     return out
 
 
+class SpectraBlocks(abc.ABC):
+    """Per-bin spectra that :func:`write_maps` writes a block of rows at a time.
+
+    Attributes
+    ----------
+    loglam : ndarray, shape (n_pix,)
+        ln(rest-frame wavelength / Angstrom).
+    n_rows : int
+        Number of bins (rows of ``SPEC``, ``MODEL``, ``WEIGHT``).
+    """
+
+    loglam: np.ndarray
+    n_rows: int
+
+    @abc.abstractmethod
+    def blocks(self, name):
+        """Yield the rows of ``name`` (``"SPEC"``, ``"MODEL"`` or ``"WEIGHT"``) in order, as
+        arrays of shape (n, n_pix) that together have ``n_rows`` rows."""
+
+
+class ModelBlocks(abc.ABC):
+    """A model cube that :func:`write_maps` writes a block of spaxels at a time.
+
+    Attributes
+    ----------
+    n_pix : int
+        Spectral pixels of the model.
+    """
+
+    n_pix: int
+
+    @abc.abstractmethod
+    def blocks(self):
+        """Yield ``(spaxels, values)``: flattened spaxel indices ``y * nx + x`` (n,) and the
+        model there, (n, n_pix), cube flux units; spaxels never yielded stay NaN."""
+
+
 # ---------------------------------------------------------------------------------------
 # provenance <-> header
 # ---------------------------------------------------------------------------------------
@@ -327,28 +377,15 @@ def _build_hdulist(maps):
         hdus.append(fits.ImageHDU(data=np.asarray(arr), header=h, name=name))
 
     if maps.spectra is not None:
-        notes = {
-            "LOGLAM": ("ln(rest-frame wavelength / Angstrom)", ""),
-            "SPEC": ("observed spectrum per bin (row = BINID)", ""),
-            "MODEL": ("best-fit model per bin (row = BINID)", ""),
-            "WEIGHT": ("fit weight per pixel, 0 = masked", ""),
-        }
         for name in SPECTRA_NAMES:
             h = fits.Header()
-            h["CONTENT"] = notes[name][0]
+            h["CONTENT"] = _SPECTRA_NOTES[name]
             hdus.append(fits.ImageHDU(data=np.asarray(maps.spectra[name]), header=h, name=name))
     return fits.HDUList(hdus)
 
 
-def _model_hdulist(model_cube, cube_header, shape2d):
-    if isinstance(model_cube, (fits.ImageHDU, fits.PrimaryHDU)):
-        cube_header = model_cube.header if cube_header is None else cube_header
-        model_cube = model_cube.data
-    model = np.asarray(model_cube)
-    if model.ndim != 3 or model.shape[1:] != tuple(shape2d):
-        raise InputError(
-            f"write_maps: 'model_cube' must have shape (n_wave, {shape2d[0]}, {shape2d[1]}), got {model.shape}"
-        )
+def _model_header(cube_header):
+    """The MODEL HDU's header from the cube's 3-D WCS (Header or WCS), checked."""
     if isinstance(cube_header, WCS):
         hdr = cube_header.to_header()
     elif isinstance(cube_header, fits.Header):
@@ -365,7 +402,57 @@ def _model_hdulist(model_cube, cube_header, shape2d):
     if naxis != 3:
         raise InputError(f"write_maps: 'cube_header' must describe a 3-D WCS, got {naxis} axes")
     hdr["CONTENT"] = "best-fit model cube (cube flux units, rest-frame ln-lambda grid of the fit)"
+    return hdr
+
+
+def _model_hdulist(model_cube, cube_header, shape2d):
+    if isinstance(model_cube, (fits.ImageHDU, fits.PrimaryHDU)):
+        cube_header = model_cube.header if cube_header is None else cube_header
+        model_cube = model_cube.data
+    model = np.asarray(model_cube)
+    if model.ndim != 3 or model.shape[1:] != tuple(shape2d):
+        raise InputError(
+            f"write_maps: 'model_cube' must have shape (n_wave, {shape2d[0]}, {shape2d[1]}), got {model.shape}"
+        )
+    hdr = _model_header(cube_header)
     return fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data=model.astype(np.float32), header=hdr, name="MODEL")])
+
+
+def _streamed_header(name, shape, header=None):
+    """Header of a float32 image HDU ``name`` of ``shape`` (NumPy order) whose data are written later."""
+    hdu = fits.ImageHDU(data=np.zeros((1,) * len(shape), np.float32), header=header, name=name)
+    for k, n in enumerate(reversed(shape)):
+        hdu.header[f"NAXIS{k + 1}"] = int(n)
+    return hdu.header
+
+
+def _write_streamed(fh, header, blocks, n_values, dtype=">f4"):
+    """Append one image HDU: ``header``, then the blocks (big-endian ``dtype``), padding."""
+    fh.write(header.tostring().encode("ascii"))
+    written = 0
+    for block in blocks:
+        data = np.ascontiguousarray(block, dtype=dtype)
+        fh.write(data.tobytes())
+        written += data.size
+    if written != n_values:
+        raise InputError(f"write_maps: {header.get('EXTNAME')}: the blocks held {written} values, expected {n_values}")
+    fh.write(b"\0" * ((-np.dtype(dtype).itemsize * written) % 2880))
+
+
+def _spectra_hdus(spectra: SpectraBlocks):
+    """``(header, blocks, n_values, dtype)`` of the LOGLAM, SPEC, MODEL, WEIGHT HDUs of a
+    :class:`SpectraBlocks` (LOGLAM float64, the others float32)."""
+    loglam = np.asarray(spectra.loglam, dtype=np.float64)
+    n_rows, n_pix = int(spectra.n_rows), loglam.size
+    out = []
+    for name in SPECTRA_NAMES:
+        h = fits.Header()
+        h["CONTENT"] = _SPECTRA_NOTES[name]
+        if name == "LOGLAM":
+            out.append((fits.ImageHDU(data=loglam, header=h, name=name).header, [loglam], n_pix, ">f8"))
+        else:
+            out.append((_streamed_header(name, (n_rows, n_pix), h), spectra.blocks(name), n_rows * n_pix, ">f4"))
+    return out
 
 
 def _temp_prefix(path):
@@ -397,29 +484,92 @@ def _process_alive(pid):
     return True
 
 
-def _atomic_write(hdul, path):
-    """Write an HDUList to a temporary file next to ``path``; return the temp path.
+def _new_temp(path):
+    """A new temporary file next to ``path`` with the permissions a plain open() gives: (fd, name)."""
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)  # mkstemp creates the file 0600
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return fd, tmp
+
+
+def _atomic_write(hdul, path, streamed=()):
+    """Write an HDUList, then the ``streamed`` HDUs (``(header or HDU, blocks, n_values)``),
+    to a temporary file next to ``path``; return the temp path.
 
     A name ending in ``.gz`` is written gzip-compressed (as astropy reads it back).
     """
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+    fd, tmp = _new_temp(path)
     try:
-        # mkstemp creates the file 0600; give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as fh:
             if path.name.lower().endswith(".gz"):
                 with gzip.GzipFile(filename=path.name[:-3], mode="wb", fileobj=fh) as gz:
-                    hdul.writeto(gz)
+                    _write_all(gz, hdul, streamed)
             else:
-                hdul.writeto(fh)
+                _write_all(fh, hdul, streamed)
             fh.flush()
             os.fsync(fh.fileno())
     except BaseException:
         _unlink_quietly(tmp)
         raise
     return tmp
+
+
+def _write_all(fh, hdul, streamed):
+    hdul.writeto(fh)
+    for header, blocks, n_values, dtype in streamed:
+        _write_streamed(fh, header, blocks, n_values, dtype)
+
+
+def _model_file(model: ModelBlocks, cube_header, shape2d, target):
+    """Write a model cube a block of spaxels at a time into a temporary file for ``target``.
+
+    The data unit is first filled with NaN (so that a full disk fails here, on a plain
+    write), then each block is written in place through a memory map opened and closed
+    per block; a ``.gz`` target is compressed from that file afterwards.
+    """
+    ny, nx = shape2d
+    n_pix = int(model.n_pix)
+    header = _streamed_header("MODEL", (n_pix, ny, nx), _model_header(cube_header))
+    fd, plain = _new_temp(target)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fits.HDUList([fits.PrimaryHDU()]).writeto(fh)
+            fh.write(header.tostring().encode("ascii"))
+            offset = fh.tell()
+            plane = np.full((ny, nx), np.nan, dtype=">f4").tobytes()
+            for _ in range(n_pix):
+                fh.write(plane)
+            fh.write(b"\0" * ((-len(plane) * n_pix) % 2880))
+        for spaxels, values in model.blocks():
+            _scatter(plain, offset, (n_pix, ny, nx), np.asarray(spaxels), np.asarray(values, np.float32))
+        if not target.name.lower().endswith(".gz"):
+            with open(plain, "rb+") as fh:
+                os.fsync(fh.fileno())
+            return plain
+        fd_gz, packed = _new_temp(target)
+        try:
+            with os.fdopen(fd_gz, "wb") as out, open(plain, "rb") as src:
+                with gzip.GzipFile(filename=target.name[:-3], mode="wb", fileobj=out) as gz:
+                    shutil.copyfileobj(src, gz, 1 << 22)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            _unlink_quietly(packed)
+            raise
+        _unlink_quietly(plain)
+        return packed
+    except BaseException:
+        _unlink_quietly(plain)
+        raise
+
+
+def _scatter(path, offset, shape, spaxels, values):
+    """``data[:, y, x] = values.T`` in a file's data unit, through a map closed on return."""
+    mm = np.memmap(path, dtype=">f4", mode="r+", offset=offset, shape=shape)
+    ys, xs = np.divmod(spaxels, shape[2])
+    mm[:, ys, xs] = values.T
+    mm.flush()
 
 
 def _unlink_quietly(path):
@@ -442,7 +592,7 @@ def _fsync_dir(directory):
         os.close(fd)
 
 
-def write_maps(maps, path, overwrite=False, model_cube=None, cube_header=None):
+def write_maps(maps, path, overwrite=False, model_cube=None, cube_header=None, spectra=None):
     """Write kinematic maps to one FITS file, atomically.
 
     Parameters
@@ -454,12 +604,16 @@ def write_maps(maps, path, overwrite=False, model_cube=None, cube_header=None):
     overwrite : bool, optional
         Replace an existing file.  When False (default) an existing ``path`` (or model
         file) raises :class:`~cube3d.errors.InputError` before any work.
-    model_cube : ndarray, shape (n_wave, ny, nx), or astropy ImageHDU, optional
+    model_cube : ndarray, shape (n_wave, ny, nx), astropy ImageHDU or ModelBlocks, optional
         Best-fit model cube, written to ``<stem>_model.fits`` (see
         :func:`model_path_for`) as an image HDU ``MODEL`` with the cube's 3-D WCS.
-        An HDU brings its own header.
+        An HDU brings its own header; a :class:`ModelBlocks` is written a block of
+        spaxels at a time (memory: one block).
     cube_header : astropy.io.fits.Header or astropy.wcs.WCS, optional
         Header (or WCS) of the input cube's data HDU; required with ``model_cube``.
+    spectra : SpectraBlocks, optional
+        Per-bin spectra written a block of rows at a time as the ``LOGLAM``, ``SPEC``,
+        ``MODEL`` and ``WEIGHT`` HDUs (``maps.spectra`` must then be None).
 
     Returns
     -------
@@ -493,17 +647,26 @@ def write_maps(maps, path, overwrite=False, model_cube=None, cube_header=None):
             raise InputError(f"{target}: is a directory")
     if not path.parent.is_dir():
         raise InputError(f"{path.parent}: output directory does not exist")
+    if spectra is not None and (maps.spectra is not None or not isinstance(spectra, SpectraBlocks)):
+        raise InputError("write_maps: 'spectra' must be a SpectraBlocks, for maps without spectra of their own")
     for target in targets:
         remove_stale_temps(target)
 
-    hduls = [_build_hdulist(maps)]
-    if model_cube is not None:
-        hduls.append(_model_hdulist(model_cube, cube_header, maps.shape))
+    hdul = _build_hdulist(maps)
+    streamed = _spectra_hdus(spectra) if spectra is not None else ()
+    model_hdul = None
+    if model_cube is not None and not isinstance(model_cube, ModelBlocks):
+        model_hdul = _model_hdulist(model_cube, cube_header, maps.shape)
+    elif model_cube is not None:
+        _model_header(cube_header)  # checked before anything is written
 
     temps = []
     try:
-        for hdul, target in zip(hduls, targets):
-            temps.append(_atomic_write(hdul, target))
+        temps.append(_atomic_write(hdul, path, streamed) if streamed else _atomic_write(hdul, path))
+        if model_hdul is not None:
+            temps.append(_atomic_write(model_hdul, targets[1]))
+        elif model_cube is not None:
+            temps.append(_model_file(model_cube, cube_header, maps.shape, targets[1]))
         for tmp, target in zip(temps, targets):
             os.replace(tmp, target)
     finally:
