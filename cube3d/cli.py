@@ -18,7 +18,6 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .constants import C_KMS
 from .errors import InputError, ResultWarning
 from .flags import FLAG_BELOW_RELIABLE_SN
 
@@ -113,11 +112,16 @@ def _add_fit_options(p, demo=False):
                        help="galaxy redshift; spectra are de-redshifted with it and V is relative to it (km/s)")
         g.add_argument("-o", "--output", required=True, metavar="MAPS.fits", help="output FITS file of kinematic maps")
     g.add_argument("--overwrite", action="store_true",
-                   help="replace the output files if they exist (default: refuse)")
+                   help="replace the output files if they exist (default: refuse), and start afresh when "
+                        "<output>.partial/ journals another run (a journal of this run is always resumed)")
     g.add_argument("--layout", default="auto", choices=["auto", "MUSE", "MANGA", "GENERIC"],
                    help="cube layout (default: detected from the HDU names)")
     g.add_argument("--model-cube", action="store_true",
-                   help="also write the best-fit model cube to <output stem>_model.fits")
+                   help="also write the best-fit model cube to <output stem>_model.fits (implies --spectra)")
+    g.add_argument("--spectra", action="store_true",
+                   help="also write each bin's spectrum, best-fit model and weights (LOGLAM, SPEC, MODEL, WEIGHT "
+                        "HDUs: 12 bytes per bin and pixel) for the spectrum panel of `cube3d plot`"
+                        + (" (always on for the demo)" if demo else " (default: off)"))
     t = p.add_argument_group("templates and resolution")
     t.add_argument("--template-fwhm", type=float, default=2.51,
                    help="FWHM of the templates in Angstrom (default 2.51, MILES)")
@@ -154,6 +158,10 @@ def _add_fit_options(p, demo=False):
     f.add_argument("--sigma-start", type=float, default=150.0, help="starting dispersion, km/s (default 150)")
     f.add_argument("--chunk-size", type=int, default=16,
                    help="spectra fitted per compiled batch; sets peak memory (default 16, fastest on CPU)")
+    f.add_argument("--chunk-spectra", type=int, default=256, metavar="N",
+                   help="spectra read, fitted and journalled together (default 256, rounded up to a multiple of "
+                        "--chunk-size); with --chunk-size it sets the peak memory, and a rerun after a crash "
+                        "resumes from the last whole chunk (kept in <output>.partial/)")
     f.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines")
     _add_gp_options(p)
 
@@ -290,8 +298,8 @@ def configs_from_args(args, lsf):
 
 
 def _run_fit(args, cube, templates, output, lsf):
-    from .maps import write_maps
-    from .pipeline import check_gp_request, model_cube, run_fit
+    from .journal import journal_path_for
+    from .pipeline import check_gp_request, run_fit, write_run
 
     gp = gp_config_from_args(args)
     prepare, fit = configs_from_args(args, lsf)
@@ -299,30 +307,21 @@ def _run_fit(args, cube, templates, output, lsf):
     _check_output(output, args.overwrite, args.model_cube, inputs=(cube, templates, lsf))
     update, close = _progress(args.quiet)
     log = None if args.quiet else (lambda msg: print(f"cube3d: {msg}", file=sys.stderr))
+    keep = bool(args.spectra or args.model_cube)
     try:
         run = run_fit(cube, templates, args.redshift, prepare, fit, gp, auto_tier=gp is not None and args.gp_tier is None,
-                      progress=update, log=log)
+                      keep_spectra=keep, journal=journal_path_for(output), overwrite=args.overwrite,
+                      chunk_spectra=args.chunk_spectra, progress=update, log=log)
     finally:
         close()
-    maps, prepared, result = run.maps, run.prepared, run.result
-    model = model_cube(prepared, result) if args.model_cube else None
-    header = None
-    if model is not None:
-        header = maps.wcs.to_header()
-        header["WCSAXES"] = 3
-        header["CTYPE3"] = "WAVE-LOG" if not prepared.air else "AWAV-LOG"
-        header["CUNIT3"] = "Angstrom"
-        header["CRPIX3"] = 1.0
-        header["CRVAL3"] = float(prepared.wave[0])
-        header["CDELT3"] = float(prepared.velscale / C_KMS * prepared.wave[0])
-        header["SPECSYS"] = "SOURCE"
     try:
-        written = write_maps(maps, output, overwrite=args.overwrite, model_cube=model, cube_header=header)
-    except OSError as exc:  # permissions, full disk: nothing was replaced (atomic write)
-        raise InputError(f"output {output}: cannot write ({exc.strerror or exc})") from None
+        written = write_run(run, output, overwrite=args.overwrite, spectra=keep, model_cube=args.model_cube)
+    except OSError as exc:  # permissions, full disk: nothing was replaced (atomic write), the journal is kept
+        raise InputError(f"output {output}: cannot write ({exc.strerror or exc}); the fitted chunks are kept in "
+                         f"{journal_path_for(output)}: run the same command again to write the maps") from None
     if log:
         log(f"wrote {written}")
-    return maps
+    return run.maps
 
 
 def _cmd_plot(args):
@@ -357,6 +356,7 @@ def _cmd_demo(args):
     import numpy as np
 
     from . import datasets
+    from .maps import read_maps
     from .plot import plot_maps, plot_spectrum_fit
 
     outdir = Path(args.outdir)
@@ -370,8 +370,9 @@ def _cmd_demo(args):
     _check_outputs([outdir / "maps.png", outdir / "spectrum.png"], args.overwrite)
     if args.target_sn is None and not args.gp:
         args.target_sn = DEMO_TARGET_SN
-    maps = _run_fit(args, datasets.demo_cube_path(), datasets.demo_templates_dir(), output,
-                    args.lsf or datasets.demo_lsf_path())
+    args.spectra = True  # the demo draws the spectrum panel
+    _run_fit(args, datasets.demo_cube_path(), datasets.demo_templates_dir(), output, args.lsf or datasets.demo_lsf_path())
+    maps = read_maps(output)  # with the spectra, which went from the journal to the file a chunk at a time
     plot_maps(maps, outdir / "maps.png")
     plot_spectrum_fit(maps, outdir / "spectrum.png")
     v, s = maps.maps["V"], maps.maps["SIGMA"]
@@ -467,12 +468,22 @@ def _dispatch(args):
         print(f"cube3d: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("cube3d: interrupted; no output written", file=sys.stderr)
+        print(f"cube3d: interrupted; no output written{_kept(args)}", file=sys.stderr)
         return 130
     except Terminated:
-        print("cube3d: terminated; no output written", file=sys.stderr)
+        print(f"cube3d: terminated; no output written{_kept(args)}", file=sys.stderr)
         return 143
     return 0
+
+
+def _kept(args):
+    """Where an interrupted fit's finished chunks are, for its last line ('' when none are)."""
+    if args.command not in ("fit", "demo"):
+        return ""
+    from .journal import journal_path_for
+
+    journal = journal_path_for(args.output if args.command == "fit" else Path(args.outdir) / "maps.fits")
+    return f"; the finished chunks are kept in {journal}: the same command resumes" if journal.is_dir() else ""
 
 
 if __name__ == "__main__":

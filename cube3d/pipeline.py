@@ -1,6 +1,8 @@
 """FITS cube in, kinematic maps out: the steps of ``cube3d fit`` as one function.
 
-Three small frozen configurations say what to do (the command line builds them from
+The cube is read, prepared and fitted a chunk of spectra at a time, and finished chunks
+are journalled (:mod:`cube3d.stream`, :mod:`cube3d.journal`), so that memory is set by the
+chunk size and a run can resume.  Three small frozen configurations say what to do (the command line builds them from
 its options and the maps header records them): :class:`~cube3d.prepare.PrepareConfig`
 (reading, templates, preparation), :class:`~cube3d.fit.FitConfig` (the per-spectrum fit)
 and, optionally, :class:`cube3d.spatial.GPConfig` (a Gaussian-process spatial prior).
@@ -24,6 +26,11 @@ every spaxel is fitted alone first and the GP posterior then replaces the main m
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import dataclasses
+import hashlib
+import os
 import time
 import warnings
 from pathlib import Path
@@ -32,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 import numpy as np
 
 from . import __version__
+from .constants import C_KMS
 from .errors import InputError, ResultWarning
 from .fit import FitConfig, FitResult, fit_spectra, losvd_family, validate_config
 from .flags import (
@@ -44,16 +52,21 @@ from .flags import (
     spectrum_flags,
     unconstrained,
 )
-from .io import read_cube
-from .maps import KinematicMaps
+from .io.reader import available_memory
+from .io.source import open_cube
+from .journal import (PER_PIXEL, SPECTRA_KEYS, Journal, JournalModel, JournalSpectra, MemoryJournal, gather_results,
+                      spectra_in_memory, tree_digest)
+from .maps import KinematicMaps, write_maps
 from .precision import enable_x64
-from .prepare import PrepareConfig, PreparedData, check_degrees, prepare_cube, validate_prepare_config
+from .prepare import PrepareConfig, PreparedData, check_degrees, validate_prepare_config
+from .stream import READ_BLOCK, STREAM_SPECTRA, CubePlan, materialise, plan_cube, prepare_chunk
 from .templates import load_templates
 
 if TYPE_CHECKING:  # the spatial stage (and tinygp) is imported only when a GP is asked for
     from .spatial import GPConfig
 
-__all__ = ["FitRun", "run_fit", "result_to_maps", "model_cube", "check_gp_request", "choose_gp_tier", "config_meta"]
+__all__ = ["FitRun", "run_fit", "write_run", "fit_chunk", "fit_journal_chunk", "run_key",
+           "result_to_maps", "model_cube", "check_gp_request", "choose_gp_tier", "config_meta"]
 
 
 class FitRun(NamedTuple):
@@ -63,25 +76,31 @@ class FitRun(NamedTuple):
     ----------
     maps : KinematicMaps
         The maps (GP posterior maps when ``gp_config`` is set), ready for
-        :func:`cube3d.maps.write_maps`.
-    prepared : PreparedData
-        The spectra as fitted.
+        :func:`write_run` (or :func:`cube3d.maps.write_maps`).
+    prepared : cube3d.stream.CubePlan
+        The spectra as fitted, without the spectra themselves: grid, templates, S/N,
+        normalisation, ``bin_id`` (the attributes of a PreparedData but ``spectra``
+        and ``ivar``).
     result : FitResult
-        The per-spectrum (spaxel or bin) fit.
+        The per-spectrum (spaxel or bin) fit; ``bestfit`` and ``weights_used`` are None.
     prepare_config : PrepareConfig
     fit_config : FitConfig
     gp_config : GPConfig or None
     gp : GPResult or None
         Posterior fields and hyperparameters of the spatial prior, when one was used.
+    journal : cube3d.journal.Journal or None
+        Where the chunks are (with the spectra, when kept), until :func:`write_run`
+        removes it; None for a run without a journal.
     """
 
     maps: KinematicMaps
-    prepared: PreparedData
+    prepared: Any
     result: FitResult
     prepare_config: PrepareConfig
     fit_config: FitConfig
     gp_config: Optional[Any]
     gp: Optional[Any]
+    journal: Optional[Any] = None
 
 
 def result_to_maps(prepared: PreparedData, result: FitResult, config: FitConfig, wcs, meta: dict,
@@ -176,14 +195,40 @@ def config_meta(prepare: PrepareConfig, fit: FitConfig) -> dict:
     return meta
 
 
+def run_key(source, templates, redshift: float, prepare: PrepareConfig, fit: FitConfig,
+            chunk_spectra: int = STREAM_SPECTRA) -> dict:
+    """What the results of a run depend on, for its journal (:mod:`cube3d.journal`).
+
+    The cube's identity (:meth:`cube3d.io.source.CubeSource.identity`), a hash of the
+    template files and of an LSF table file, every preparation and fit setting (as in
+    the maps header, :func:`config_meta`), the redshift, the chunk size and the version.
+    """
+    settings = config_meta(prepare, fit)
+    lsf = settings.pop("lsf", None)
+    if isinstance(prepare.lsf, (str, os.PathLike)) and Path(prepare.lsf).is_file():
+        lsf = {"file": str(Path(prepare.lsf).resolve()), "sha256": tree_digest(prepare.lsf)}
+    elif prepare.lsf is not None and not isinstance(prepare.lsf, str):
+        lsf = {"sha256": hashlib.sha256(np.asarray(prepare.lsf, dtype=np.float64).tobytes()).hexdigest()}
+    settings.update(redshift=float(redshift), chunk_spectra=int(chunk_spectra))
+    return {"cube": source.identity(), "templates": tree_digest(templates), "lsf": lsf, "settings": settings,
+            "version": __version__}
+
+
 def run_fit(cube_path, templates, redshift: float, prepare: PrepareConfig = PrepareConfig(),
             fit: FitConfig = FitConfig(), gp: Optional[GPConfig] = None, *, auto_tier: bool = False,
-            keep_spectra: bool = True,
+            keep_spectra: bool = False, journal=None, overwrite: bool = False,
+            chunk_spectra: int = STREAM_SPECTRA,
             progress: Optional[Callable[[int, int], None]] = None,
             log: Optional[Callable[[str], None]] = None) -> FitRun:
     """Read a cube, prepare it, fit every spaxel or bin, and return the maps.
 
-    Every setting is checked before any file is read.
+    Every setting is checked before any file is read.  The cube stays on disk
+    (:func:`cube3d.io.open_cube`): a first pass plans the spectra
+    (:func:`cube3d.stream.plan_cube`), then chunks of ``chunk_spectra`` spectra are read,
+    prepared, fitted and journalled one after the other (:func:`fit_chunk`), so that
+    memory is set by the chunk, not the cube (README, "Speed").  The spectra are the
+    same as :func:`~cube3d.prepare.prepare_cube`'s (module :mod:`cube3d.stream` says
+    where binning differs by rounding).
 
     Parameters
     ----------
@@ -204,20 +249,43 @@ def run_fit(cube_path, templates, redshift: float, prepare: PrepareConfig = Prep
         standard deviation become ``V``, ``V_ERR``, ``SIGMA``, ... and the per-spaxel
         estimates move to ``V_SPAXEL``, ``V_SPAXEL_ERR``, ...; the hyperparameters go to
         ``maps.meta`` (``gp_*`` keys).  ``FLAG``, ``CHI2``, ``SNR`` and the spectra stay
-        those of the per-spaxel fit.
+        those of the per-spaxel fit.  The ``joint_map`` tier fits all spectra at once:
+        they are held in memory (an :class:`InputError` when they would not fit).
     auto_tier : bool
         Replace ``gp.tier`` by :func:`choose_gp_tier`'s choice from the spectra's S/N
         (what ``cube3d fit --gp`` does without ``--gp-tier``); the log says which and why.
     keep_spectra : bool
-        Keep the per-bin spectra and models in the maps (for ``cube3d plot``).
+        Keep the per-bin spectra, models and weights (for ``cube3d plot``): in
+        ``maps.spectra`` without a ``journal``, else in the journal's chunk files, from
+        which :func:`write_run` writes them a chunk at a time.
+    journal : str or Path, optional
+        Directory journalling the finished chunks (:mod:`cube3d.journal`; the command
+        line uses ``MAPS.fits.partial``).  A journal of this run (same cube, templates,
+        settings) is resumed: only its missing chunks are fitted.  Left in place for
+        :func:`write_run`, which removes it once the maps are written.  None: chunks are
+        kept in memory.
+    overwrite : bool
+        Remove a journal of another run instead of refusing it.
+    chunk_spectra : int
+        Spectra per chunk (rounded up to a multiple of ``fit.chunk_size``).
     progress : callable, optional
-        ``progress(n_done, n_total)`` after every chunk of spectra.
+        ``progress(n_done, n_total)`` after every batch of spectra.
     log : callable, optional
         Receives one line per step.
 
     Returns
     -------
     FitRun
+        ``prepared`` is the :class:`cube3d.stream.CubePlan` (no spectra), and
+        ``result.bestfit`` and ``result.weights_used`` are None (the models stay in
+        the journal, or in ``maps.spectra``).
+
+    Raises
+    ------
+    InputError
+        Bad settings or input (one line naming the file or option), a journal of
+        another run (without ``overwrite``), and a journal that cannot be written (a
+        full disk: the chunks already journalled are kept for the next run).
     """
     if not isinstance(prepare, PrepareConfig):
         raise InputError(f"prepare: need a cube3d.PrepareConfig, got {type(prepare).__name__}")
@@ -226,60 +294,236 @@ def run_fit(cube_path, templates, redshift: float, prepare: PrepareConfig = Prep
     validate_prepare_config(prepare)
     validate_config(fit)  # before any file is read
     check_gp_request(gp, prepare.target_sn)
+    if not (isinstance(chunk_spectra, (int, np.integer)) and chunk_spectra >= 1):
+        raise InputError(f"--chunk-spectra: must be a positive integer, got {chunk_spectra!r}")
     enable_x64()
     say = log or (lambda msg: None)
     t0 = time.perf_counter()
-    cube = read_cube(cube_path, layout=prepare.layout)
-    ny, nx = cube.spatial_shape
-    say(f"read {cube.layout} cube {cube_path}: {nx} x {ny} spaxels x {cube.n_wave} pixels")
+    source = open_cube(cube_path, layout=prepare.layout)
+    ny, nx = source.spatial_shape
+    say(f"read {source.layout} cube {cube_path}: {nx} x {ny} spaxels x {source.n_wave} pixels "
+        f"({'a block of spaxels at a time' if source.streamed else 'compressed: loaded whole'})")
     library = load_templates(templates, fwhm=prepare.template_fwhm, air=prepare.template_air)
     say(f"loaded {len(library.names)} templates from {templates}")
-    prepared = prepare_cube(
-        cube, library, redshift, velscale=prepare.velscale, wave_range=prepare.wave_range,
-        target_sn=prepare.target_sn, min_sn=prepare.min_sn, mask_emission=prepare.mask_emission,
-        emission_width=prepare.emission_width,
-        lsf=prepare.lsf, n_basis=prepare.n_basis,
-    )
+    if journal is None:
+        jr = MemoryJournal()
+    else:
+        jr = Journal(journal, run_key(source, templates, redshift, prepare, fit, chunk_spectra))
+        jr.check(overwrite, say)
+    if jr.has_plan():
+        plan = CubePlan.from_arrays(*jr.load_plan())
+        plan.repeat_notes(stacklevel=2)
+    else:
+        plan = plan_cube(source, library, redshift, prepare, chunk_spectra=chunk_spectra,
+                         chunk_size=fit.chunk_size)
     say(
-        f"prepared {prepared.n_spec} spectra x {prepared.n_pix} pixels at {prepared.velscale:.1f} km/s "
-        f"({np.exp(prepared.ln_wave[0]):.0f}-{np.exp(prepared.ln_wave[-1]):.0f} A rest), "
-        f"median S/N {np.nanmedian(prepared.snr):.1f} [{time.perf_counter() - t0:.1f} s]"
+        f"prepared {plan.n_spec} spectra x {plan.n_pix} pixels at {plan.velscale:.1f} km/s "
+        f"({np.exp(plan.ln_wave[0]):.0f}-{np.exp(plan.ln_wave[-1]):.0f} A rest) in {plan.n_chunks} chunks"
+        + ("" if plan.binned else f", median S/N {np.nanmedian(plan.snr):.1f}")
+        + f" [{time.perf_counter() - t0:.1f} s]"
     )
-    check_degrees(prepared.n_pix, fit.degree, fit.mdegree, len(prepared.template_names),
-                  losvd_family(fit).n_params)
-    result = fit_spectra(prepared, fit, progress=progress)
+    check_degrees(plan.n_pix, fit.degree, fit.mdegree, len(plan.template_names), losvd_family(fit).n_params)
+    _fit_missing_chunks(source, plan, fit, jr, keep_spectra, progress, say)
+    result, plan = gather_results(jr, plan)
     n_ok, n_conv = int(result.ok.sum()), int((result.converged & result.ok).sum())
-    say(f"fitted {n_ok}/{prepared.n_spec} spectra, {n_conv} converged [{time.perf_counter() - t0:.1f} s]")
+    say(f"fitted {n_ok}/{plan.n_spec} spectra, {n_conv} converged [{time.perf_counter() - t0:.1f} s]")
     if n_ok == 0:
-        raise InputError(f"{cube_path}: none of the {prepared.n_spec} spectra could be fitted (too few usable "
-                         f"pixels at --velscale {prepared.velscale:.4g} km/s over {prepared.n_pix} pixels, "
+        jr.remove()  # nothing to resume: the same inputs fail the same way
+        raise InputError(f"{cube_path}: none of the {plan.n_spec} spectra could be fitted (too few usable "
+                         f"pixels at --velscale {plan.velscale:.4g} km/s over {plan.n_pix} pixels, "
                          "or every pixel masked); nothing written")
     _warn_about_results(result, fit)
     meta = {
         **config_meta(prepare, fit),  # the settings asked for; below, what they resolved to
         "input": str(Path(cube_path).resolve()),
-        "layout": cube.layout,
+        "layout": source.layout,
         "templates": str(templates),
-        "template_names": list(prepared.template_names),
+        "template_names": list(plan.template_names),
         "redshift": float(redshift),
-        "velscale": float(prepared.velscale),
-        "wave_range": [float(np.exp(prepared.ln_wave[0])), float(np.exp(prepared.ln_wave[-1]))],
-        "air": bool(prepared.air),
+        "velscale": float(plan.velscale),
+        "wave_range": [float(np.exp(plan.ln_wave[0])), float(np.exp(plan.ln_wave[-1]))],
+        "air": bool(plan.air),
         "software": f"cube3d {__version__}",
     }
-    maps = result_to_maps(prepared, result, fit, cube.wcs, meta, min_sn=prepare.min_sn, keep_spectra=keep_spectra)
-    n_low = int(np.sum(result.ok & (np.asarray(prepared.snr) < RELIABLE_SN)))
+    maps = result_to_maps(plan, result, fit, source.wcs, meta, min_sn=prepare.min_sn, keep_spectra=False)
+    if keep_spectra and journal is None:
+        maps = dataclasses.replace(maps, spectra=spectra_in_memory(jr, plan))
+    n_low = int(np.sum(result.ok & (np.asarray(plan.snr) < RELIABLE_SN)))
     if n_low and gp is None:
         say(f"{n_low} of {n_ok} spectra have S/N per pixel below {RELIABLE_SN:g} (FLAG {FLAG_BELOW_RELIABLE_SN}): "
             "one spectrum's sigma is biased there; do not average them: bin (--target-sn) or use --gp")
     gp_result = None
     if gp is not None:
         if auto_tier:
-            tier, why = choose_gp_tier(prepared.snr[np.asarray(result.ok)])
+            tier, why = choose_gp_tier(plan.snr[np.asarray(result.ok)])
             gp = gp._replace(tier=tier)
             say(f"gp tier {tier}: {why} (--gp-tier to choose)")
-        maps, gp_result = _apply_gp(maps, prepared, result, fit, gp, say, t0)
-    return FitRun(maps, prepared, result, prepare, fit, gp, gp_result)
+        spectra = plan
+        if gp.tier == "joint_map":  # fits every spectrum with the prior: all of them in memory
+            try:
+                spectra = materialise(source, plan, available_memory())
+            except InputError as exc:
+                raise InputError(f"--gp-tier joint_map: {exc}; use --gp-tier two_step, which needs the "
+                                 "per-spaxel results only") from None
+        maps, gp_result = _apply_gp(maps, spectra, result, fit, gp, say, t0)
+    return FitRun(maps, plan, result, prepare, fit, gp, gp_result, None if journal is None else jr)
+
+
+def _fit_missing_chunks(source, plan, fit, jr, keep_spectra, progress, say):
+    """Fit and journal the chunks that the journal does not hold (with spectra if asked)."""
+    done = jr.done()
+    need = set(SPECTRA_KEYS) if keep_spectra else set()
+    complete = {k for k in done if k < plan.n_chunks and (need | {"params"}) <= jr.chunk_names(k)}
+    todo = [k for k in range(plan.n_chunks) if k not in complete]
+    n_done = sum(np.diff(plan.chunk_range(k))[0] for k in complete)
+    if complete and jr.path is not None:
+        say(f"resuming from {jr.path}: {len(complete)} of {plan.n_chunks} chunks done; fitting the other {len(todo)}")
+    if progress is not None:
+        progress(int(n_done), plan.n_spec)
+    for k in todo:
+        s0, s1 = plan.chunk_range(k)
+        sub = None
+        if progress is not None:
+            base = int(n_done)
+            sub = lambda done, total, base=base, n=s1 - s0: progress(base + min(done, n), plan.n_spec)  # noqa: E731
+        record = fit_chunk(source, plan, k, fit, keep_spectra=keep_spectra, progress=sub)
+        try:
+            if not jr.has_plan():
+                jr.create(*plan.to_arrays())
+            jr.write_chunk(k, record)
+        except OSError as exc:
+            kept = len(jr.done())
+            raise InputError(f"{jr.path}: cannot write the journal ({exc.strerror or exc}); the {kept} chunks "
+                             "journalled so far are kept: make room and run the same command again to resume") \
+                from None
+        n_done += s1 - s0
+        _release_free_memory()
+
+
+def _release_free_memory():
+    """Give the memory freed by a chunk back to the system (glibc ``malloc_trim``; nothing elsewhere).
+
+    A chunk's arrays of a few MiB each are freed in other orders and sizes than they were
+    allocated (and on other threads), and glibc keeps the holes: resident memory crept up
+    by ~1 MiB per chunk (+35 MiB over 57 chunks of a 120 x 120 cube, flat with this).
+    """
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
+
+
+def fit_chunk(source, plan: CubePlan, k: int, fit: FitConfig, *, keep_spectra: bool = False,
+              progress: Optional[Callable[[int, int], None]] = None) -> dict:
+    """Prepare and fit chunk ``k`` of a plan: the record a journal stores for it.
+
+    Any process can do this with the cube, the plan and the fit settings
+    (:func:`fit_journal_chunk` takes them from a journal).
+
+    Returns
+    -------
+    dict of str -> ndarray
+        Every per-spectrum field of :class:`~cube3d.fit.FitResult` but ``bestfit`` and
+        ``weights_used``, ``param_names``, ``scale`` and ``snr`` of the chunk's spectra;
+        with ``keep_spectra``, ``spec``, ``model`` (the best fit, NaN where not fitted)
+        and ``weight`` as float32 (n, n_pix).
+    """
+    data, scale, snr = prepare_chunk(source, plan, k)
+    n = data.spectra.shape[0]
+    if n < fit.chunk_size:  # pad to one compiled batch: no second compilation for a short chunk
+        pad = np.zeros((fit.chunk_size - n, data.spectra.shape[1]))
+        data = data._replace(spectra=np.vstack([data.spectra, pad]), ivar=np.vstack([data.ivar, pad]))
+    result = fit_spectra(data, fit, progress=progress)
+    record = {name: np.asarray(value)[:n] for name, value in result._asdict().items()
+              if name not in PER_PIXEL + ("param_names",)}
+    record.update(param_names=np.asarray(result.param_names, dtype=str), scale=np.asarray(scale),
+                  snr=np.asarray(snr))
+    if keep_spectra:
+        record.update(spec=data.spectra[:n].astype(np.float32), model=np.asarray(result.bestfit[:n], np.float32),
+                      weight=np.asarray(result.weights_used[:n], np.float32))
+    return record
+
+
+def fit_journal_chunk(journal, k: int, *, keep_spectra: bool = False) -> None:
+    """Fit chunk ``k`` of an existing journal and store its record there (atomically).
+
+    Everything comes from the journal: the cube's path and identity, the plan and the
+    fit settings; a cube that changed since is refused (:class:`InputError`).  This is
+    the unit of work a scheduler (Dask) can hand to any process.
+    """
+    enable_x64()
+    key = Journal(journal, {}).stored_key()
+    settings = key["settings"]
+    source = open_cube(key["cube"]["path"], layout=settings.get("layout", "auto"))
+    if source.identity() != key["cube"]:
+        raise InputError(f"{journal}: the input cube {key['cube']['path']} changed since the journal was made")
+    jr = Journal(journal, key)
+    plan = CubePlan.from_arrays(*jr.load_plan())
+    fit = FitConfig(**{name: settings[name] for name in FitConfig._fields if name in settings})
+    jr.write_chunk(k, fit_chunk(source, plan, k, fit, keep_spectra=keep_spectra))
+
+
+def write_run(run: FitRun, path, *, overwrite: bool = False, spectra: bool = False, model_cube: bool = False):
+    """Write a run's maps (and model cube) atomically, then remove its journal.
+
+    Parameters
+    ----------
+    run : FitRun
+        From :func:`run_fit`; with ``spectra`` or ``model_cube`` it must have been run
+        with ``keep_spectra=True``.
+    path : str or Path
+        The maps file (:func:`cube3d.maps.write_maps`).
+    overwrite : bool
+        Replace existing files.
+    spectra : bool
+        Write the per-bin spectra (``LOGLAM``, ``SPEC``, ``MODEL``, ``WEIGHT``), from the
+        journal a chunk at a time.
+    model_cube : bool
+        Write ``<stem>_model.fits``, from the journal a chunk at a time.
+
+    Returns
+    -------
+    pathlib.Path
+        The maps file.
+    """
+    plan, jr = run.prepared, run.journal
+    stream = jr is not None and (spectra or model_cube)
+    if stream and run.maps.spectra is None and plan.n_chunks and not set(SPECTRA_KEYS) <= jr.chunk_names(0):
+        raise InputError("write_run: the run kept no spectra; call run_fit with keep_spectra=True")
+    maps = run.maps if spectra else dataclasses.replace(run.maps, spectra=None)
+    blocks = JournalSpectra(jr, plan) if stream and spectra and maps.spectra is None else None
+    model, header = None, None
+    if model_cube:
+        model = JournalModel(jr, plan, READ_BLOCK) if jr is not None else model_cube_from_spectra(run)
+        header = run.maps.wcs.to_header()
+        header["WCSAXES"] = 3
+        header["CTYPE3"] = "WAVE-LOG" if not plan.air else "AWAV-LOG"
+        header["CUNIT3"] = "Angstrom"
+        header["CRPIX3"] = 1.0
+        header["CRVAL3"] = float(plan.wave[0])
+        header["CDELT3"] = float(plan.velscale / C_KMS * plan.wave[0])
+        header["SPECSYS"] = "SOURCE"
+    written = write_maps(maps, path, overwrite=overwrite, model_cube=model, cube_header=header, spectra=blocks)
+    if jr is not None:
+        jr.remove()
+    return written
+
+
+def model_cube_from_spectra(run: FitRun) -> np.ndarray:
+    """The model cube of a run whose spectra are in ``run.maps.spectra`` (no journal)."""
+    if run.maps.spectra is None:
+        raise InputError("model cube: the run kept no spectra; call run_fit with keep_spectra=True")
+    plan = run.prepared
+    model = np.where(np.asarray(run.result.ok)[:, None], run.maps.spectra["MODEL"], np.nan)
+    bestfit_run = run.result._replace(bestfit=model)
+    return model_cube(plan, bestfit_run)
 
 
 #: median S/N per pixel below which the GP tier fits the spectra jointly with the prior
