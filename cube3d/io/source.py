@@ -7,14 +7,12 @@ the flux and inverse variance of any set of spaxels, converted exactly as
 :func:`~cube3d.io.read_cube` converts them (same functions, elementwise), so a spaxel is
 the same to the last bit either way.
 
-Reading.  Each read maps the HDU's data unit (:class:`numpy.memmap`), gathers the spaxels
-of the block from every wavelength plane, copies them to float64 and unmaps the file, so
-the pages touched leave the process's resident memory with the block (a mapping kept
-open would count every page ever read, i.e. the whole file by the end).  A cube is
-stored wavelength-major, so one spaxel touches one page per plane: blocks of neighbouring
-spaxels (rows of the cube) share their pages.  Tile-compressed HDUs and gzip-compressed
-files cannot be mapped: their data units are loaded whole, after a check that they fit
-in the memory available.
+Reading.  A cube is stored wavelength-major: a block of spaxels is one run of bytes per
+wavelength plane (neighbouring spaxels, rows of the cube), read with positioned reads
+(``preadv``) straight into the block's array, so the process holds only the block (a
+memory map would also hold every file page it touched, and the kernel maps 64 KiB
+around each).  Tile-compressed HDUs and gzip-compressed files cannot be read so: their
+data units are loaded whole, after a check that they fit in the memory available.
 """
 
 from __future__ import annotations
@@ -38,14 +36,27 @@ __all__ = ["CubeSource", "open_cube", "raster_blocks"]
 #: spaxels per block of the noise-estimation pass (cubes without a noise HDU)
 NOISE_BLOCK = 1024
 
+#: a gap of fewer spaxels between two wanted ones is read through rather than skipped
+READ_GAP = 64
+
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"PK\x03\x04")
 
 #: FITS BITPIX -> big-endian NumPy dtype of the stored values (FITS standard 4.0, table 8)
 _BITPIX_DTYPES = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
 
-class _MappedHDU:
-    """Reads spaxels of one uncompressed image HDU by mapping its data unit per read."""
+class _FileHDU:
+    """Reads spaxels of one uncompressed image HDU with positioned reads (no memory map).
+
+    With the spectral axis first (MUSE, generic cubes), spaxel ``y * nx + x`` of plane
+    ``k`` is at ``offset + (k * ny * nx + y * nx + x) * itemsize``: a set of spaxels is
+    read as runs of consecutive indices (gaps under :data:`READ_GAP` spaxels are read
+    through), one ``preadv`` per run and plane, straight into the output array.  A
+    memory map would be simpler but the kernel maps up to 64 KiB around every page
+    touched (fault-around), so a block of spaxels, which touches every plane, would
+    briefly make ~64 KiB x n_wave x 3 HDUs resident (700 MiB for MUSE).  Other axis
+    orders (rare) go through a memory map opened per read.
+    """
 
     def __init__(self, path, hdu, label):
         info = hdu.fileinfo()
@@ -63,14 +74,36 @@ class _MappedHDU:
             raise InputError(f"{where(path, label)}: cannot read data (the file ends at byte {size}, the HDU's "
                              f"data needs {need}: truncated?)")
 
-    def _gather(self, spec_axis, ys, xs):
-        # the map lives only in this frame: unmapped on return (CPython frees it at once)
-        mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape)
-        return np.moveaxis(mm, spec_axis, 0)[:, ys, xs]  # advanced indexing: a copy
+    def _gather(self, spec_axis, idx):
+        if spec_axis != 0:
+            mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape)
+            ys, xs = np.divmod(idx, self.shape[2] if spec_axis != 2 else self.shape[1])
+            return np.moveaxis(mm, spec_axis, 0)[:, ys, xs]  # a copy; the map goes with this frame
+        n_wave = self.shape[0]
+        plane = self.shape[1] * self.shape[2] * self.dtype.itemsize
+        order = np.unique(idx)
+        breaks = np.flatnonzero(np.diff(order) > READ_GAP) + 1
+        first = order[np.r_[0, breaks]]
+        stop = order[np.r_[breaks - 1, order.size - 1]] + 1
+        cols = np.r_[0, np.cumsum(stop - first)]
+        out = np.empty((n_wave, int(cols[-1])), dtype=self.dtype)
+        size = self.dtype.itemsize
+        with open(self.path, "rb", buffering=0) as fh:
+            fd = fh.fileno()
+            for r in range(first.size):
+                start = self.offset + int(first[r]) * size
+                nbytes = int(stop[r] - first[r]) * size
+                view = out[:, cols[r] : cols[r + 1]]
+                for k in range(n_wave):
+                    if os.preadv(fd, [view[k]], start + k * plane) != nbytes:
+                        raise InputError(f"{where(self.path, self.label)}: cannot read data (short read at plane "
+                                         f"{k}: the file changed or is truncated)")
+        position = np.searchsorted(np.concatenate([np.arange(a, b) for a, b in zip(first, stop)]), idx)
+        return out[:, position]
 
-    def take(self, spec_axis, ys, xs):
-        """``data[..., ys, xs]`` with the spectral axis first, (n_wave, n), as stored (scaled)."""
-        raw = self._gather(spec_axis, ys, xs)
+    def take(self, spec_axis, idx):
+        """Spaxels ``idx`` (flattened) with the spectral axis first, (n_wave, n), as stored (scaled)."""
+        raw = self._gather(spec_axis, idx)
         if self.bscale == 1.0 and self.bzero == 0.0 and self.blank is None:
             return raw
         if self.dtype.kind in "iu" and self.bscale == 1.0 and float(self.bzero).is_integer():
@@ -87,8 +120,9 @@ class _LoadedHDU:
     def __init__(self, path, hdu, label):
         self.data = np.asarray(read_data(hdu, path, label))
 
-    def take(self, spec_axis, ys, xs):
-        return np.moveaxis(self.data, spec_axis, 0)[:, ys, xs]
+    def take(self, spec_axis, idx):
+        data = np.moveaxis(self.data, spec_axis, 0)
+        return data.reshape(data.shape[0], -1)[:, idx]
 
 
 class CubeSource:
@@ -129,7 +163,7 @@ class CubeSource:
         self.flux_unit = str(loc.header.get("BUNIT", "")).strip()
         self.spatial_shape = loc.spatial_shape
         self.n_wave = loc.shape[loc.spec_axis]
-        self.streamed = isinstance(flux, _MappedHDU)
+        self.streamed = isinstance(flux, _FileHDU)
         self._loc = loc
         self._hdus = (flux, noise, mask)
         self._variance = variance  # (ny * nx,) DER_SNR variance when there is no noise HDU
@@ -159,17 +193,15 @@ class CubeSource:
         return flux, ivar
 
     def _read_raw(self, idx):
-        ny, nx = self.spatial_shape
-        ys, xs = np.divmod(idx, nx)
         loc = self._loc
         flux_hdu, noise_hdu, mask_hdu = self._hdus
-        flux = np.asarray(flux_hdu.take(loc.spec_axis, ys, xs), dtype=np.float64)
+        flux = np.asarray(flux_hdu.take(loc.spec_axis, idx), dtype=np.float64)
         noise = None
         if noise_hdu is not None:
-            noise = np.asarray(noise_hdu.take(loc.spec_axis, ys, xs), dtype=np.float64)
+            noise = np.asarray(noise_hdu.take(loc.spec_axis, idx), dtype=np.float64)
         bad = None
         if mask_hdu is not None:
-            bad = bad_pixels(loc.layout, mask_hdu.take(loc.spec_axis, ys, xs), self.path)
+            bad = bad_pixels(loc.layout, mask_hdu.take(loc.spec_axis, idx), self.path)
         if loc.flip:
             flux = flux[::-1].copy()
             noise = None if noise is None else noise[::-1].copy()
@@ -243,7 +275,7 @@ def open_cube(path, layout="auto", flux_hdu=None, var_hdu=None) -> CubeSource:
             if index is None:
                 readers.append(None)
             elif _mappable(path, hdul[index]):
-                readers.append(_MappedHDU(path, hdul[index], label))
+                readers.append(_FileHDU(path, hdul[index], label))
             else:
                 need = READ_BYTES_PER_VOXEL * int(np.prod(loc.shape))
                 free = available_memory()

@@ -97,24 +97,31 @@ def test_chunk_bounds():
     np.testing.assert_array_equal(chunk_bounds(0, 256, 16), [0])
 
 
-def _muse(path, flux, stat=None, dq=None, flip=False):
+def _muse(path, flux, stat=None, dq=None, flip=False, wave_axis=3):
+    """A MUSE-layout file of ``flux`` (n_wave, ny, nx); ``wave_axis`` is the FITS axis of
+    the wavelengths (3 as MUSE; 2 stores the arrays as (ny, n_wave, nx))."""
     h = fits.Header()
-    h["CTYPE1"], h["CTYPE2"], h["CTYPE3"] = "RA---TAN", "DEC--TAN", "AWAV"
-    h["CUNIT1"], h["CUNIT2"], h["CUNIT3"] = "deg", "deg", "Angstrom"
-    h["CRVAL1"], h["CRVAL2"], h["CRPIX1"], h["CRPIX2"] = 10.0, 20.0, 1.0, 1.0
-    h["CD1_1"], h["CD2_2"] = -5e-5, 5e-5
-    h["CRVAL3"], h["CRPIX3"], h["CD3_3"] = (5000.0 + 1.25 * (flux.shape[0] - 1), 1.0, -1.25) if flip else \
-        (5000.0, 1.0, 1.25)
-    hdus = [fits.PrimaryHDU(), fits.ImageHDU(flux.astype(np.float32), h, name="DATA")]
+    ra, dec = [k for k in (1, 2, 3) if k != wave_axis]
+    h[f"CTYPE{ra}"], h[f"CTYPE{dec}"], h[f"CTYPE{wave_axis}"] = "RA---TAN", "DEC--TAN", "AWAV"
+    h[f"CUNIT{ra}"], h[f"CUNIT{dec}"], h[f"CUNIT{wave_axis}"] = "deg", "deg", "Angstrom"
+    h[f"CRVAL{ra}"], h[f"CRVAL{dec}"], h[f"CRPIX{ra}"], h[f"CRPIX{dec}"] = 10.0, 20.0, 1.0, 1.0
+    h[f"CD{ra}_{ra}"], h[f"CD{dec}_{dec}"] = -5e-5, 5e-5
+    h[f"CRVAL{wave_axis}"], h[f"CRPIX{wave_axis}"], h[f"CD{wave_axis}_{wave_axis}"] = \
+        (5000.0 + 1.25 * (flux.shape[0] - 1), 1.0, -1.25) if flip else (5000.0, 1.0, 1.25)
+
+    def stored(a):
+        return np.moveaxis(a, 0, 3 - wave_axis)
+
+    hdus = [fits.PrimaryHDU(), fits.ImageHDU(stored(flux).astype(np.float32), h, name="DATA")]
     if stat is not None:
-        hdus.append(fits.ImageHDU(stat.astype(np.float32), h, name="STAT"))
+        hdus.append(fits.ImageHDU(stored(stat).astype(np.float32), h, name="STAT"))
     if dq is not None:
-        hdus.append(fits.ImageHDU(dq.astype(np.uint8), h, name="DQ"))
+        hdus.append(fits.ImageHDU(stored(dq).astype(np.uint8), h, name="DQ"))
     fits.HDUList(hdus).writeto(path)
     return path
 
 
-@pytest.mark.parametrize("case", ["muse", "flipped", "no-noise", "gzip"])
+@pytest.mark.parametrize("case", ["muse", "flipped", "no-noise", "gzip", "wave-axis-2"])
 def test_source_reads_what_read_cube_reads(tmp_path, case):
     rng = np.random.default_rng(1)
     flux = rng.normal(100.0, 5.0, (60, 7, 9))
@@ -123,7 +130,8 @@ def test_source_reads_what_read_cube_reads(tmp_path, case):
     stat[5, 1, 1] = -1.0
     dq = np.zeros(flux.shape, np.uint8)
     dq[7, 6, 8] = 4
-    path = _muse(tmp_path / "c.fits", flux, None if case == "no-noise" else stat, dq, flip=case == "flipped")
+    path = _muse(tmp_path / "c.fits", flux, None if case == "no-noise" else stat, dq, flip=case == "flipped",
+                 wave_axis=2 if case == "wave-axis-2" else 3)
     if case == "gzip":
         import gzip
         import shutil
@@ -139,7 +147,7 @@ def test_source_reads_what_read_cube_reads(tmp_path, case):
         texts = [str(w.message) for w in caught if "no STAT HDU" in str(w.message)]
         assert len(texts) == 2 and texts[0] == texts[1]
     assert source.streamed == (case != "gzip")
-    idx = np.array([0, 5, 13, 40, 62])
+    idx = np.array([40, 0, 5, 13, 62, 5])  # any order, repeats
     f, iv = source.read(idx)
     np.testing.assert_array_equal(f, cube.flux.reshape(60, -1)[:, idx])
     np.testing.assert_array_equal(iv, cube.ivar.reshape(60, -1)[:, idx])
@@ -162,8 +170,8 @@ def _rss_kib():
 
 
 def test_reading_blocks_keeps_no_file_pages(tmp_path):
-    """Reading every spaxel a block at a time leaves the file's pages out of the resident
-    memory (each read unmaps): RSS grows by far less than the cube's size."""
+    """Reading every spaxel a block at a time keeps no file page resident (positioned reads,
+    no memory map): RSS grows by far less than the cube's size."""
     flux = np.ones((400, 100, 100), np.float32)  # 16 MB per HDU
     path = _muse(tmp_path / "big.fits", flux, flux, np.zeros(flux.shape, np.uint8))
     del flux
@@ -172,7 +180,7 @@ def test_reading_blocks_keeps_no_file_pages(tmp_path):
     before = _rss_kib()
     for idx in raster_blocks(source.n_spaxels, 500):
         source.read(idx)
-    assert (_rss_kib() - before) * 1024 < 0.25 * os.path.getsize(path)
+    assert (_rss_kib() - before) * 1024 < 0.05 * os.path.getsize(path)
 
 
 def test_read_cube_refuses_a_cube_larger_than_memory(tmp_path, monkeypatch):
