@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import lsq_linear
 
-from cube3d.linalg import bounded_least_squares, cholesky, cholesky_solve, spd_inverse
+from cube3d.linalg import bounded_least_squares, cholesky, cholesky_solve, restricted_solve, spd_inverse
 
 
 def _spd(rng, n):
@@ -67,3 +67,44 @@ def test_warm_start_gives_the_same_optimum():
         guess = jnp.asarray(rng.random(n_col) > 0.5)  # arbitrary, partly wrong guess
         warm = solve(m, b, nonneg, passive_init=guess)
         np.testing.assert_allclose(warm, cold, atol=1e-9)
+
+
+def test_restricted_solve_matches_the_subsystem():
+    rng = np.random.default_rng(11)
+    n = 9
+    m, b = _spd(rng, n), rng.normal(size=n)
+    passive = np.zeros(n, bool)
+    passive[[0, 3, 4, 8]] = True
+    ref = np.zeros(n)
+    ref[passive] = np.linalg.solve(m[np.ix_(passive, passive)], b[passive])
+    for size in (None, 4, 6):  # gathered into 4 or 6 slots, or masked at full size
+        x = restricted_solve(jnp.asarray(m), jnp.asarray(b), jnp.asarray(passive), size)
+        np.testing.assert_allclose(x, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_max_passive_on_a_low_rank_library_gives_the_same_optimum():
+    # 40 non-negative "templates" that are mixtures of 6 basis spectra (rank 6) and 3 free
+    # polynomial columns: the normal matrix has rank 9, and Lawson & Hanson never hold more
+    # than 9 passive variables, so solves of 9 x 9 give the full-size optimum.
+    rng = np.random.default_rng(4)
+    n_obs, rank, n_tpl, n_free = 200, 6, 40, 3
+    basis = np.abs(rng.normal(size=(rank, n_obs))) + 1.0
+    mix = rng.random((n_tpl, rank))
+    poly = np.polynomial.legendre.legvander(np.linspace(-1, 1, n_obs), n_free - 1).T
+    a = np.vstack([mix @ basis, poly]).T
+    nonneg = jnp.asarray(np.arange(n_tpl + n_free) < n_tpl)
+    solve = jax.jit(bounded_least_squares, static_argnames=("max_passive",))
+    for _ in range(10):
+        y = a @ np.r_[rng.random(n_tpl) * (rng.random(n_tpl) > 0.7), rng.normal(size=n_free)]
+        y += 0.05 * rng.normal(size=n_obs)
+        m, b = a.T @ a, a.T @ y
+        norm = np.sqrt(np.diag(m))
+        ms, bs = jnp.asarray(m / np.outer(norm, norm)), jnp.asarray(b / norm)
+        full = np.asarray(solve(ms, bs, nonneg)) / norm
+        small = np.asarray(solve(ms, bs, nonneg, max_passive=rank + n_free)) / norm
+        assert np.all(small[:n_tpl] >= 0) and np.sum(small != 0) <= rank + n_free
+        cost = lambda v: np.sum((a @ v - y) ** 2)
+        np.testing.assert_allclose(cost(small), cost(full), rtol=1e-9)
+        ref = lsq_linear(a, y, bounds=(np.r_[np.zeros(n_tpl), np.full(n_free, -np.inf)], np.inf),
+                         method="bvls", tol=1e-14).x
+        assert cost(small) <= cost(ref) * (1 + 1e-9)
