@@ -123,7 +123,7 @@ def test_quiet_hides_routine_warnings_only(cube, tmp_path, capsys, monkeypatch):
     from cube3d import pipeline
     from cube3d.errors import ResultWarning
 
-    real_prepare = pipeline.prepare_cube
+    real_prepare = pipeline.plan_cube
 
     def noisy_prepare(*args, **kwargs):
         for _ in range(2):  # a repeat prints once
@@ -131,7 +131,7 @@ def test_quiet_hides_routine_warnings_only(cube, tmp_path, capsys, monkeypatch):
             warnings.warn("the results are affected", ResultWarning)
         return real_prepare(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "prepare_cube", noisy_prepare)
+    monkeypatch.setattr(pipeline, "plan_cube", noisy_prepare)
     out = tmp_path / "maps.fits"
     assert main(fit_args(cube["path"], out, lsf=cube["lsf"])) == 0
     err = capsys.readouterr().err
