@@ -371,7 +371,8 @@ def _cmd_demo(args):
     if args.target_sn is None and not args.gp:
         args.target_sn = DEMO_TARGET_SN
     args.spectra = True  # the demo draws the spectrum panel
-    _run_fit(args, datasets.demo_cube_path(), datasets.demo_templates_dir(), output, args.lsf or datasets.demo_lsf_path())
+    _run_fit(args, datasets.demo_cube_path(), datasets.demo_templates_dir(), output,
+             args.lsf or datasets.demo_lsf_path())
     maps = read_maps(output)  # with the spectra, which went from the journal to the file a chunk at a time
     plot_maps(maps, outdir / "maps.png")
     plot_spectrum_fit(maps, outdir / "spectrum.png")

@@ -264,3 +264,21 @@ def test_journal_files(tmp_path):
     (path / "journal.json").write_text("{")
     with pytest.raises(InputError, match="not a readable cube3d journal"):
         Journal(path, key).check()
+
+
+def test_ctrl_c_says_where_the_chunks_are(cube, reference, tmp_path, monkeypatch):
+    out = tmp_path / "maps.fits"
+    real_fit = cube3d.pipeline.fit_spectra
+    calls = []
+
+    def interrupted_third(data, config, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_fit(data, config, **kwargs)
+
+    monkeypatch.setattr(cube3d.pipeline, "fit_spectra", interrupted_third)
+    code, err = run(fit_argv(cube, out, "--quiet"))
+    assert code == 130 and err == (f"cube3d: interrupted; no output written; the finished chunks are kept in "
+                                   f"{journal_path_for(out)}: the same command resumes\n")
+    assert Journal(journal_path_for(out), {}).done() == {0, 1} and not out.exists()
