@@ -61,7 +61,7 @@ from .prepare import (
 )
 from .rebin import wave_edges
 
-__all__ = ["CubePlan", "plan_cube", "prepare_chunk", "chunk_bounds", "STREAM_SPECTRA", "READ_BLOCK"]
+__all__ = ["CubePlan", "plan_cube", "prepare_chunk", "materialise", "chunk_bounds", "STREAM_SPECTRA", "READ_BLOCK"]
 
 #: spectra per chunk (rounded up to a multiple of ``FitConfig.chunk_size``)
 STREAM_SPECTRA = 256
