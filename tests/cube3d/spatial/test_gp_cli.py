@@ -67,7 +67,7 @@ def cube(tmp_path_factory):
 def gp_cli(cube, tmp_path_factory):
     """``cube3d fit --gp`` (defaults: tier chosen from the S/N, Matern-5/2, auto solver), run once."""
     out = tmp_path_factory.mktemp("gpout") / "maps.fits"
-    argv = fit_args(cube["path"], out, "--gp", lsf=cube["lsf"])
+    argv = fit_args(cube["path"], out, "--gp", "--spectra", lsf=cube["lsf"])  # spectra: for the plot's spectrum panel
     argv.remove("--quiet")  # keep the log lines
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
