@@ -47,7 +47,7 @@ def mock():
     res_b = fit_spectra(binned, cfg)
     values, errors, ok = spaxel_estimates(prep, res, cfg)
     vor = {name: np.asarray(res_b.params[:, k])[binned.bin_id] for k, name in enumerate(res_b.param_names)}
-    joint = gp_joint_map(prep, res, cfg, GPConfig(n_outer=2, n_inner=4))
+    joint = gp_joint_map(prep, res, cfg, GPConfig(n_outer=3, n_inner=4))
     return dict(truth={"V": v, "SIGMA": sigma}, values=values, errors=errors, ok=ok, voronoi=vor, joint=joint,
                 n_bins=binned.n_spec)
 
