@@ -17,7 +17,7 @@ Everything here works on one spectrum, in pixel units (V and sigma in pixels of
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +32,14 @@ __all__ = [
     "legendre_basis",
     "good_fft_length",
     "convolved_templates",
+    "n_templates",
+    "basis_weights",
+    "reduced_columns",
+    "reduce_coef",
+    "expand",
     "linear_solve",
     "kinematic_jacobian",
+    "template_gradient",
     "start_velocity",
     "laplace_covariance",
 ]
@@ -44,8 +50,9 @@ class SpectralProblem(NamedTuple):
 
     Attributes
     ----------
-    template_ft : (n_tpl, n_freq) complex
-        Real FFTs of the zero-padded templates.
+    template_ft : (n_basis, n_freq) complex
+        Real FFTs of the zero-padded basis spectra: the templates themselves, or the
+        right singular vectors of a truncated SVD of the library (``template_mix``).
     omega : (n_freq,)
         Angular frequencies, radians per pixel.
     add_basis : (degree + 1, n_pix)
@@ -61,6 +68,15 @@ class SpectralProblem(NamedTuple):
     theta_start : (n_theta,)
         Start of the nonlinear parameters: V 0 (replaced per spectrum), the start
         dispersion in pixels, the shape parameters' start, multiplicative terms 0.
+    template_mix : (n_tpl, n_basis) or None
+        Templates = ``template_mix @ basis`` (a truncated SVD,
+        :func:`cube3d.basis.svd_basis`); None when the basis is the templates.  The
+        convolution with the LOSVD is linear, so only the ``n_basis`` basis spectra are
+        convolved and the normal matrix of the ``n_tpl`` weights is built from the
+        ``n_basis x n_basis`` one.
+    exact_ft : (n_tpl, n_freq) complex or None
+        With ``template_mix``: the real FFTs of the templates themselves, for the exact
+        finish of a fit (:func:`template_gradient`, :mod:`cube3d.fit`).
     """
 
     template_ft: jax.Array
@@ -72,6 +88,8 @@ class SpectralProblem(NamedTuple):
     xcorr_template: jax.Array
     xcorr_basis: jax.Array
     theta_start: jax.Array
+    template_mix: Optional[jax.Array] = None
+    exact_ft: Optional[jax.Array] = None
 
 
 def legendre_basis(n_pix, degree, start=0):
@@ -102,7 +120,7 @@ def good_fft_length(n):
 
 
 def build_problem(templates, offset, n_pix, velscale, *, v_range, sigma_max, sigma_start,
-                  shape_bounds, shape_start, degree, mdegree):
+                  shape_bounds, shape_start, degree, mdegree, compressed=None):
     """Arrays shared by all spectra of a fit: template transforms, bases, bounds, start.
 
     Parameters
@@ -123,6 +141,10 @@ def build_problem(templates, offset, n_pix, velscale, *, v_range, sigma_max, sig
         Start of the shape parameters.
     degree, mdegree : int
         Additive (-1: none) and multiplicative (0: none) Legendre degrees.
+    compressed : (numpy.ndarray, numpy.ndarray), optional
+        ``(mix, basis)`` with ``templates ~ mix @ basis`` (:func:`cube3d.basis.svd_basis`):
+        the fit convolves the basis spectra; the templates' own transforms are kept in
+        ``exact_ft``.
 
     Returns
     -------
@@ -137,6 +159,10 @@ def build_problem(templates, offset, n_pix, velscale, *, v_range, sigma_max, sig
     pad = int(np.ceil((v_range + 5 * sigma_max) / velscale))
     n_fft = good_fft_length(n_tpl_pix + pad)
     tpl_ft = jnp.fft.rfft(jnp.asarray(templates), n_fft, axis=-1)
+    mix, basis_ft = None, tpl_ft
+    if compressed is not None:
+        mix, basis = compressed
+        basis_ft = jnp.fft.rfft(jnp.asarray(basis), n_fft, axis=-1)
     omega = 2.0 * np.pi * np.arange(n_fft // 2 + 1) / n_fft
 
     basis5 = legendre_basis(n_pix, 4)
@@ -148,7 +174,7 @@ def build_problem(templates, offset, n_pix, velscale, *, v_range, sigma_max, sig
     lower = np.concatenate([[-vmax_pix, 0.1], lo_shape, -np.ones(n_mult)])
     upper = np.concatenate([[vmax_pix, sigma_max / velscale], hi_shape, np.ones(n_mult)])
     problem = SpectralProblem(
-        template_ft=tpl_ft,
+        template_ft=basis_ft,
         omega=jnp.asarray(omega),
         add_basis=jnp.asarray(legendre_basis(n_pix, degree) if degree >= 0 else np.zeros((0, n_pix))),
         mult_basis=jnp.asarray(legendre_basis(n_pix, n_mult, start=1) if n_mult else np.zeros((0, n_pix))),
@@ -157,6 +183,8 @@ def build_problem(templates, offset, n_pix, velscale, *, v_range, sigma_max, sig
         xcorr_template=jnp.asarray(xt),
         xcorr_basis=jnp.asarray(basis5),
         theta_start=jnp.asarray(np.concatenate([[0.0, sigma_start / velscale], shape_start, np.zeros(n_mult)])),
+        template_mix=None if mix is None else jnp.asarray(mix),
+        exact_ft=None if mix is None else tpl_ft,
     )
     return problem, n_fft, float(vmax_pix)
 
@@ -185,45 +213,119 @@ def _materialize(x):
     return jnp.fft.fft(x[..., None], axis=-1)[..., 0]
 
 
-def convolved_templates(problem, ft_fn, kin, offset, n_pix, n_fft):
-    """Templates convolved with the LOSVD ``kin``, sliced to the galaxy pixels: (n_tpl, n_pix).
+def _irfft(spectra, n_fft, single):
+    """Inverse real FFT along the last axis, in single precision when ``single`` (the
+    result is returned in the input's real precision)."""
+    if not single:
+        return jnp.fft.irfft(spectra, n_fft, axis=-1)
+    real = jnp.finfo(spectra.dtype).dtype
+    return jnp.fft.irfft(spectra.astype(jnp.complex64), n_fft, axis=-1).astype(real)
+
+
+def convolved_templates(problem, ft_fn, kin, offset, n_pix, n_fft, single=False):
+    """Basis spectra (the templates, or a compressed basis) convolved with the LOSVD ``kin``,
+    sliced to the galaxy pixels: (n_basis, n_pix).
 
     ``ft_fn(omega, kin)`` is the LOSVD's Fourier transform (:class:`cube3d.losvd.LOSVDFamily`).
+    ``single``: inverse transforms in single precision (relative error ~1e-7).
     """
     lhat = _materialize(ft_fn(problem.omega, kin))
-    full = jnp.fft.irfft(problem.template_ft * lhat[None, :], n_fft, axis=-1)
+    full = _irfft(problem.template_ft * lhat[None, :], n_fft, single)
     return lax.dynamic_slice_in_dim(full, offset, n_pix, axis=-1)
 
 
-def linear_solve(conv, mpoly, problem, galaxy, w, passive_init=None):
+def n_templates(problem):
+    """Number of templates (weights) of a problem: rows of ``template_mix``, else basis spectra."""
+    return (problem.template_ft if problem.template_mix is None else problem.template_mix).shape[0]
+
+
+def basis_weights(problem, template_weights):
+    """Weights of the basis spectra for given template weights (``a @ template_mix``)."""
+    return template_weights if problem.template_mix is None else template_weights @ problem.template_mix
+
+
+def reduced_columns(conv, mpoly, problem):
+    """The linear columns in the basis: convolved basis spectra times the multiplicative
+    polynomial, then the additive polynomials: (n_basis + n_add, n_pix)."""
+    return jnp.concatenate([conv * mpoly[None, :], problem.add_basis], axis=0)
+
+
+def expand(problem, x):
+    """Map the last axis from the basis columns (n_basis + n_add) to the linear
+    parameters (n_tpl + n_add): template column ``k`` is ``sum_j mix[k, j]`` basis
+    column ``j``, so inner products transform with ``template_mix``."""
+    if problem.template_mix is None:
+        return x
+    n_basis = problem.template_mix.shape[1]
+    return jnp.concatenate([x[..., :n_basis] @ problem.template_mix.T, x[..., n_basis:]], axis=-1)
+
+
+def linear_solve(conv, mpoly, problem, galaxy, w, passive_init=None, max_iter=None):
     """Profiled linear problem at fixed theta: non-negative template weights + additive poly.
 
-    Returns ``(coef, model, chi2, gram, rhs)``: the coefficients, the model, its chi^2,
-    and the weighted normal matrix ``L W L^T`` and vector ``L W g`` of the linear columns
-    ``L`` (reused by the next Gauss-Newton step).  Columns are scaled to unit weighted
-    norm for conditioning and the solution is scaled back.
+    ``conv`` holds the convolved basis spectra (:func:`convolved_templates`).  The normal
+    matrix of the ``n_tpl + n_add`` linear parameters is ``E (R W R^T) E^T`` with ``R`` the
+    ``n_basis + n_add`` reduced columns (:func:`reduced_columns`) and ``E`` the expansion
+    of :func:`expand`; only ``R`` touches the pixels.
+
+    Returns ``(coef, model, chi2, gram, rhs)``: the coefficients (template weights, then
+    additive polynomial), the model, its chi^2, and the weighted normal matrix and vector
+    of the linear parameters (reused by the next Gauss-Newton step).  Parameters are
+    scaled to unit diagonal for conditioning and the solution is scaled back.
     """
-    cols = jnp.concatenate([conv * mpoly[None, :], problem.add_basis], axis=0)
-    n_tpl = conv.shape[0]
-    gram = (cols * w[None, :]) @ cols.T
-    rhs = cols @ (w * galaxy)
-    norm = jnp.sqrt(jnp.diagonal(gram)) + 1e-30
+    cols = reduced_columns(conv, mpoly, problem)
+    n_tpl = n_templates(problem)
+    gram = expand(problem, expand(problem, (cols * w[None, :]) @ cols.T).T)
+    rhs = expand(problem, cols @ (w * galaxy))
+    norm = jnp.sqrt(jnp.abs(jnp.diagonal(gram))) + 1e-30
     m = gram / (norm[:, None] * norm[None, :])
-    nonneg = jnp.arange(cols.shape[0]) < n_tpl
-    coef = bounded_least_squares(m, rhs / norm, nonneg, passive_init=passive_init) / norm
-    model = coef @ cols
+    nonneg = jnp.arange(gram.shape[0]) < n_tpl
+    # at most rank(gram) = n_basis + n_add variables are ever passive (bounded_least_squares)
+    coef = bounded_least_squares(m, rhs / norm, nonneg, passive_init=passive_init, max_passive=cols.shape[0],
+                                 max_iter=max_iter) / norm
+    model = reduce_coef(problem, coef) @ cols
     chi2 = jnp.sum(w * (galaxy - model) ** 2)
     return coef, model, chi2, gram, rhs
 
 
-def kinematic_jacobian(problem, ft_fn, kin, template_weights, offset, n_pix, n_fft):
-    """d model / d kin at fixed template weights, before the multiplicative polynomial:
-    (n_kin, n_pix).  The weighted template sum is transformed once, then multiplied by
-    the derivative of the LOSVD transform (forward-mode over the few parameters)."""
-    combined_ft = template_weights @ problem.template_ft  # (n_freq,)
+def reduce_coef(problem, coef):
+    """Coefficients of the reduced columns (:func:`reduced_columns`) for linear
+    coefficients ``coef`` (template weights, then additive polynomial)."""
+    n_tpl = n_templates(problem)
+    return jnp.concatenate([basis_weights(problem, coef[:n_tpl]), coef[n_tpl:]])
+
+
+def kinematic_jacobian(problem, ft_fn, kin, weights, offset, n_pix, n_fft, single=False):
+    """d model / d kin at fixed weights of the basis spectra (:func:`basis_weights`), before
+    the multiplicative polynomial: (n_kin, n_pix).  The weighted sum is transformed once,
+    then multiplied by the derivative of the LOSVD transform (forward-mode over the few
+    parameters)."""
+    combined_ft = weights @ problem.template_ft  # (n_freq,)
     dlhat = _materialize(jax.jacfwd(lambda k: ft_fn(problem.omega, k))(kin))  # (n_freq, n_kin)
-    dfull = jnp.fft.irfft(combined_ft[None, :] * dlhat.T, n_fft, axis=-1)
+    dfull = _irfft(combined_ft[None, :] * dlhat.T, n_fft, single)
     return lax.dynamic_slice_in_dim(dfull, offset, n_pix, axis=-1)
+
+
+def template_gradient(problem, ft_fn, kin, v, offset, n_pix, n_fft):
+    """Inner products ``<T_k * L, v>`` of every template convolved with the LOSVD ``kin``
+    (sliced to the galaxy pixels) with a pixel vector ``v``: (n_tpl,).
+
+    With ``v = W (galaxy - model)`` this is the gradient of ``-chi^2 / 2`` with respect to
+    the template weights, which decides whether a template at zero weight should enter a
+    non-negative solution (Lawson & Hanson 1974).  Computed without convolving the
+    templates: by Parseval's theorem for the real FFT, ``<irfft(X), u> = (1/N) sum_k c_k
+    Re(X_k conj(U_k))`` with ``c_k = 1`` at frequency 0 and Nyquist and 2 elsewhere, so one
+    transform of ``v`` and a product with the templates' transforms give all of them
+    (``exact_ft`` when the library is compressed, else ``template_ft``).
+    """
+    ft = problem.template_ft if problem.exact_ft is None else problem.exact_ft
+    lhat = ft_fn(problem.omega, kin)
+    u = jnp.zeros(n_fft, dtype=v.dtype).at[offset : offset + n_pix].set(v)
+    uhat = jnp.fft.rfft(u)
+    c = jnp.full(uhat.shape, 2.0).at[0].set(1.0)
+    if n_fft % 2 == 0:
+        c = c.at[-1].set(1.0)
+    return jnp.real(ft @ (c * lhat * jnp.conj(uhat))) / n_fft
 
 
 def start_velocity(problem, galaxy, w, offset, n_pix, n_fft, vmax_pix):
@@ -245,15 +347,22 @@ def start_velocity(problem, galaxy, w, offset, n_pix, n_fft, vmax_pix):
     return lags[i] + jnp.clip(frac, -0.5, 0.5)
 
 
-def laplace_covariance(cols, w, keep):
-    """Inverse of the Gauss-Newton matrix ``cols W cols^T`` over the parameters ``keep``.
+def laplace_covariance(fisher, keep, size=None):
+    """Inverse of the Gauss-Newton matrix ``fisher`` (``J W J^T`` over all parameters)
+    restricted to the parameters ``keep``.
 
     The others (e.g. templates at zero weight) are held fixed: zero rows and columns.
-    Columns are scaled to unit weighted norm for conditioning; LAPACK-free inverse
-    (``vmap``-safe).
+    With ``size`` (at least the number kept), the kept parameters are gathered into a
+    ``size x size`` matrix first, in their order, and the inverse is returned for those
+    slots only: ``(size, size)``, padded with zeros.  Parameters are scaled to unit
+    diagonal for conditioning; LAPACK-free inverse (``vmap``-safe).
     """
-    norm = jnp.sqrt(jnp.sum(w[None, :] * cols**2, axis=1)) + 1e-30
-    scaled = cols / norm[:, None]
-    fisher = (scaled * w[None, :]) @ scaled.T
-    fisher = jnp.where(keep[:, None] & keep[None, :], fisher, 0.0) + jnp.diag(jnp.where(keep, 0.0, 1.0))
-    return spd_inverse(fisher) / (norm[:, None] * norm[None, :])
+    norm = jnp.sqrt(jnp.abs(jnp.diagonal(fisher))) + 1e-30
+    if size is not None and size < fisher.shape[0]:
+        idx = jnp.nonzero(keep, size=size, fill_value=0)[0]
+        keep = jnp.arange(size) < jnp.sum(keep)
+        fisher, norm = fisher[idx[:, None], idx[None, :]], norm[idx]
+    scaled = fisher / (norm[:, None] * norm[None, :])
+    scaled = jnp.where(keep[:, None] & keep[None, :], scaled, 0.0) + jnp.diag(jnp.where(keep, 0.0, 1.0))
+    inv = spd_inverse(scaled) / (norm[:, None] * norm[None, :])
+    return jnp.where(keep[:, None] & keep[None, :], inv, 0.0)
