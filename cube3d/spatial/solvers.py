@@ -28,6 +28,7 @@ also serve the NUTS tier (:mod:`cube3d.spatial.nuts`).
 from __future__ import annotations
 
 import abc
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -165,6 +166,18 @@ def _dense_evidence(spec, state, amp, scale, resid, noise_scale):
     return gp.log_probability(resid.reshape(-1)[index])
 
 
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _dense_posterior(spec, state, amp, scale, resid, noise_scale):
+    """Posterior mean and variance on the whole grid (Rasmussen & Williams 2006 eqs.
+    2.23-2.24 by tinygp's ``condition``); jitted once per kernel and grid shape."""
+    from tinygp import GaussianProcess
+
+    points, noise, index, grid = state
+    gp = GaussianProcess(tinygp_kernel(spec, amp, scale), points, diag=noise * noise_scale**2)
+    cond = gp.condition(resid.reshape(-1)[index], grid).gp
+    return cond.loc, cond.variance
+
+
 class DenseSolver(WeightSpaceSolver):
     """Exact GP by tinygp on the observed spaxels; weight space ``B = chol(K + jitter I)``
     over the whole grid."""
@@ -196,8 +209,10 @@ class DenseSolver(WeightSpaceSolver):
         return self._gp(amp, scale, noise_scale).log_probability(resid.reshape(-1)[self.obs])
 
     def posterior(self, amp, scale, resid, noise_scale=1.0):
-        cond = self._gp(amp, scale, noise_scale).condition(resid.reshape(-1)[self.obs], self.points).gp
-        return FieldPosterior(cond.loc.reshape(self.shape), cond.variance.reshape(self.shape))
+        state = self._evidence.state + (self.points,)
+        mean, var = _dense_posterior(self.spec, state, jnp.asarray(amp, dtype=float), jnp.asarray(scale, dtype=float),
+                                     jnp.asarray(resid, dtype=float), jnp.asarray(noise_scale, dtype=float))
+        return FieldPosterior(mean.reshape(self.shape), var.reshape(self.shape))
 
     @property
     def latent_size(self):
@@ -234,6 +249,11 @@ def _hsgp_evidence(spec, state, amp, scale, resid, noise_scale):
     return hsgp.log_evidence(spec, basis, pre, amp, scale, resid, noise_scale)
 
 
+#: :func:`hsgp.posterior` compiled once per kernel and basis shape (the integration over
+#: the hyperparameters calls it at every design point)
+_hsgp_posterior = jax.jit(hsgp.posterior, static_argnames=("spec", "chunk"))
+
+
 class HSGPSolver(WeightSpaceSolver):
     """Hilbert-space reduced-rank GP resolving length scales down to ``min_scale``;
     weight space ``B = Phi diag(s)`` (Solin & Saerkkae 2020 eq. 20)."""
@@ -254,7 +274,9 @@ class HSGPSolver(WeightSpaceSolver):
         return hsgp.log_evidence(self.spec, self.basis, self.pre, amp, scale, resid, noise_scale)
 
     def posterior(self, amp, scale, resid, noise_scale=1.0):
-        return FieldPosterior(*hsgp.posterior(self.spec, self.basis, self.pre, amp, scale, resid, noise_scale))
+        return FieldPosterior(*_hsgp_posterior(self.spec, self.basis, self.pre, jnp.asarray(amp, dtype=float),
+                                               jnp.asarray(scale, dtype=float), jnp.asarray(resid, dtype=float),
+                                               jnp.asarray(noise_scale, dtype=float)))
 
     @property
     def latent_size(self):
