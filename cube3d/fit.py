@@ -427,9 +427,8 @@ class _Spectrum:
         dmult = p.mult_basis * (a @ conv)[None, :]
         return jnp.concatenate([dkin * mpoly[None, :], dmult], axis=0)
 
-    def lm_step(self, state, it, w):
-        """One damped Gauss-Newton step on the joint (theta, linear) vector; kept only
-        when the profiled chi^2 decreases, else the damping grows."""
+    def gauss_newton_trial(self, state, it, w):
+        """The trial point of one damped Gauss-Newton step from ``state``."""
         p, n_theta = self.problem, self.n_theta
         jac = self.theta_columns(state.theta, state.coef, state.conv, state.mpoly)
         red = reduced_columns(state.conv, state.mpoly, p)
@@ -445,7 +444,7 @@ class _Spectrum:
         # solved for (d, coef') on the current face of the constraints: the templates with
         # positive weight free, those at zero held there (the variable-projection step of
         # Kaufman 1975 with the active set of the last non-negative solve).  Templates
-        # enter or leave in the profiled solve at the trial point below.
+        # enter or leave in the profiled solve at the trial point.
         damping = jnp.concatenate([state.lam * jnp.ones(n_theta), jnp.zeros(self.n_lin)])
         m = m + jnp.diag(damping * jnp.diag(m))  # Marquardt (1963) diagonal scaling
         face = jnp.concatenate([jnp.ones(n_theta, bool), (state.coef > 0) | (jnp.arange(self.n_lin) >= self.n_tpl)])
@@ -461,29 +460,56 @@ class _Spectrum:
         # minima of a low-S/N spectrum in one step.
         reach = self.s.step_limit * state.theta[1]
         step = step.at[0].set(jnp.clip(step[0], -reach, reach)).at[1].set(jnp.clip(step[1], -reach, reach))
-        trial = jnp.clip(state.theta + step, p.lower, p.upper)
+        return jnp.clip(state.theta + step, p.lower, p.upper)
+
+    def lm_step(self, state, step, w, targets):
+        """One step of the schedule (:meth:`iterate`): a damped Gauss-Newton step, kept
+        only when the profiled chi^2 decreases (else the damping grows), or the profiled
+        evaluation of a given point ``targets[k]``, kept when its chi^2 is lower by more
+        than ``margin``."""
+        it, k, margin = step
+        # k is the same for every spectrum of a batch, so this stays a branch under vmap
+        trial = lax.cond(k < 0, lambda: self.gauss_newton_trial(state, it, w), lambda: targets[jnp.maximum(k, 0)])
         # Accept on the profiled chi^2 (linear coefficients re-solved at the trial theta):
         # keeping the joint solve's coefficients instead stalls with many templates.
         coef_t, chi2_t, conv_t, mpoly_t, gram_t, rhs_t = self.profiled(trial, w, state.coef > 0)
-        better = jnp.isfinite(chi2_t) & (chi2_t < state.chi2)
+        better = jnp.isfinite(chi2_t) & (chi2_t < state.chi2 - margin)
         lam = jnp.clip(jnp.where(better, state.lam * 0.1, state.lam * 10.0), 1e-7, 1e7)
+        lam = jnp.where(k < 0, lam, state.lam)
         new = _State(trial, coef_t, chi2_t, conv_t, mpoly_t, gram_t, rhs_t, lam)
         kept = jax.tree.map(lambda a, b: jnp.where(better, a, b), new, state)
         return kept._replace(lam=lam), (kept.chi2, kept.theta)
 
     def start(self, theta, w, passive_init=None, single=None):
-        """The iteration's first state at ``theta`` (linear coefficients profiled)."""
+        """The state at ``theta`` (linear coefficients profiled)."""
         return _State(theta, *self.profiled(theta, w, passive_init, single), jnp.asarray(1e-4))
 
-    def iterate(self, state, w, n_steps, first=None):
-        """``n_steps`` damped Gauss-Newton steps from ``state``, numbered from ``first``
-        in the schedule of ``n_iter`` (default: the last ones); returns the final state
-        and the chi^2 and theta after every step."""
+    def blank(self, theta, coef=None):
+        """A state at ``theta`` that any evaluation replaces (chi^2 = inf); the positive
+        entries of ``coef`` are the warm start of the first non-negative solve."""
+        p = self.problem
+        n_basis, n_pix = p.template_ft.shape[0], self.s.n_pix
+        n_red = n_basis + p.add_basis.shape[0]
+        return _State(theta, jnp.zeros(self.n_lin) if coef is None else coef, jnp.asarray(jnp.inf),
+                      jnp.zeros((n_basis, n_pix)), jnp.ones(n_pix), jnp.zeros((self.n_lin, self.n_lin)),
+                      jnp.zeros(self.n_lin), jnp.asarray(1e-4))
+
+    def iterate(self, state, w, n_steps, first=None, targets=None, margins=None):
+        """Profiled evaluations at ``targets`` (rows, in turn; kept when chi^2 falls by more
+        than ``margins``), then ``n_steps`` damped Gauss-Newton steps numbered from ``first``
+        in the schedule of ``n_iter`` (default: the last ones).  Every evaluation is the
+        same code (one copy to compile).  Returns the final state and the chi^2 and theta
+        from the last target's state on (or ``state``'s) and after every step."""
         first = self.s.n_iter - n_steps if first is None else first
-        end, (chi2_hist, theta_hist) = lax.scan(
-            lambda st, it: self.lm_step(st, it, w), state, jnp.arange(n_steps) + first)
-        chi2_hist = jnp.concatenate([state.chi2[None], chi2_hist])
-        theta_hist = jnp.concatenate([state.theta[None], theta_hist])
+        n_targets = 0 if targets is None else targets.shape[0]
+        targets = jnp.zeros((1, self.n_theta)) if targets is None else targets
+        margins = jnp.zeros(n_targets) if margins is None else jnp.asarray(margins, dtype=float)
+        schedule = (jnp.concatenate([jnp.zeros(n_targets, int), jnp.arange(n_steps) + first]),
+                    jnp.concatenate([jnp.arange(n_targets), -jnp.ones(n_steps, int)]),
+                    jnp.concatenate([margins, jnp.zeros(n_steps)]))
+        end, (chi2_hist, theta_hist) = lax.scan(lambda st, x: self.lm_step(st, x, w, targets), state, schedule)
+        chi2_hist = jnp.concatenate([state.chi2[None], chi2_hist])[n_targets:]
+        theta_hist = jnp.concatenate([state.theta[None], theta_hist])[n_targets:]
         return end, chi2_hist, theta_hist
 
     def clip_outliers(self, state, w, nsigma):
@@ -526,9 +552,9 @@ class _Spectrum:
         slots = jnp.argsort(-priority)[: s.n_slots]
         exact = _Spectrum(p._replace(template_ft=p.exact_ft[slots], template_mix=None, exact_ft=None),
                           s._replace(single=False), self.galaxy)
-        warm = jnp.concatenate([a[slots], state.coef[n_tpl:]]) > 0
-        start = exact.start(state.theta, w, passive_init=warm)
-        end, chi2_hist, theta_hist = exact.iterate(start, w, s.n_polish)
+        warm = jnp.concatenate([a[slots], state.coef[n_tpl:]])
+        end, chi2_hist, theta_hist = exact.iterate(exact.blank(state.theta, warm), w, s.n_polish,
+                                                   targets=state.theta[None])
         return exact, slots, end, chi2_hist, theta_hist
 
     def converged(self, chi2_hist, theta_hist, cov, back=2):
@@ -548,22 +574,21 @@ def _fit_one(galaxy, w, v_start, problem, static):
     theta0 = jnp.clip(problem.theta_start.at[0].set(v_start), problem.lower, problem.upper)
     if static.use_xcorr:
         # The cross-correlation peak replaces the systemic start only when the data
-        # prefer it clearly (module docstring, "Starts and steps").  Both starts are
-        # profiled by one (vectorised) call: one copy of the code to compile.
+        # prefer it clearly (module docstring, "Starts and steps").
         v_x = start_velocity(problem, galaxy, w, static.offset, static.n_pix, static.n_fft, problem.upper[0])
-        thetas = jnp.stack([theta0, jnp.clip(theta0.at[0].set(v_x), problem.lower, problem.upper)])
-        both = jax.vmap(lambda th: spec.start(th, w))(thetas)
-        use_x = both.chi2[1] < both.chi2[0] - static.start_dchi2
-        state = jax.tree.map(lambda a: jnp.where(use_x, a[1], a[0]), both)
+        targets = jnp.stack([theta0, jnp.clip(theta0.at[0].set(v_x), problem.lower, problem.upper)])
+        margins = [0.0, static.start_dchi2]
     else:
-        state = spec.start(theta0, w)
+        targets, margins = theta0[None], [0.0]
 
     w_in = w
     n_main = max(static.n_iter - static.n_polish, 0) if static.n_slots else static.n_iter
-    state, chi2_hist, theta_hist = spec.iterate(state, w, n_main, first=0)
+    state, chi2_hist, theta_hist = spec.iterate(spec.blank(theta0), w, n_main, first=0, targets=targets,
+                                                margins=margins)
     if static.clip is not None:
         w = spec.clip_outliers(state, w, static.clip)
-        state, chi2_hist, theta_hist = spec.iterate(spec.start(state.theta, w), w, max(static.n_iter // 2, 4))
+        state, chi2_hist, theta_hist = spec.iterate(spec.blank(state.theta, state.coef), w,
+                                                    max(static.n_iter // 2, 4), targets=state.theta[None])
 
     if static.n_slots:
         # compressed library: the last steps on the templates themselves
