@@ -489,7 +489,6 @@ class _Spectrum:
         entries of ``coef`` are the warm start of the first non-negative solve."""
         p = self.problem
         n_basis, n_pix = p.template_ft.shape[0], self.s.n_pix
-        n_red = n_basis + p.add_basis.shape[0]
         return _State(theta, jnp.zeros(self.n_lin) if coef is None else coef, jnp.asarray(jnp.inf),
                       jnp.zeros((n_basis, n_pix)), jnp.ones(n_pix), jnp.zeros((self.n_lin, self.n_lin)),
                       jnp.zeros(self.n_lin), jnp.asarray(1e-4))
