@@ -94,14 +94,16 @@ def scores(value, error, usable, truth):
 def _fit_maps(cube, library, target_sn, fit_config):
     """prepare_cube + fit_spectra + the maps on the spaxel grid (as cube3d.pipeline.run_fit)."""
     from cube3d.fit import fit_spectra
+    from cube3d.flags import FLAG_BELOW_RELIABLE_SN
     from cube3d.pipeline import result_to_maps
     from cube3d.prepare import prepare_cube
 
     prep = prepare_cube(cube, library, REDSHIFT, target_sn=target_sn)
     fit = fit_spectra(prep, fit_config)
     maps = result_to_maps(prep, fit, fit_config, cube.wcs, {}, keep_spectra=False)
-    # usable: no flag (fitted, finite, not at a fit bound): what the GP tiers take as data too
-    usable = maps.maps["FLAG"] == 0
+    # usable: no flag but the low-S/N advisory (fitted, finite, not at a fit bound): what the GP
+    # tiers take as data too (FLAG_BELOW_RELIABLE_SN marks a biased sigma, not a failed fit)
+    usable = (maps.maps["FLAG"] & ~FLAG_BELOW_RELIABLE_SN) == 0
     return prep, fit, maps, usable
 
 
