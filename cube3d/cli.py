@@ -162,6 +162,13 @@ def _add_fit_options(p, demo=False):
                    help="spectra read, fitted and journalled together (default 256, rounded up to a multiple of "
                         "--chunk-size); with --chunk-size it sets the peak memory, and a rerun after a crash "
                         "resumes from the last whole chunk (kept in <output>.partial/)")
+    f.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="fit the chunks in N worker processes (a Dask LocalCluster on this machine; default: one "
+                        "after the other in this process); the maps are those of a serial run")
+    f.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="fit the chunks on a running Dask cluster, e.g. tcp://host:8786 (one started by "
+                        "dask-jobqueue on SLURM); its workers must reach the cube and the output's folder at the same "
+                        "paths (a shared filesystem)")
     f.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines")
     _add_gp_options(p)
 
@@ -302,6 +309,8 @@ def _run_fit(args, cube, templates, output, lsf):
     from .pipeline import check_gp_request, run_fit, write_run
 
     gp = gp_config_from_args(args)
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers {args.workers}: must be a positive number of worker processes")
     prepare, fit = configs_from_args(args, lsf)
     check_gp_request(gp, prepare.target_sn)
     _check_output(output, args.overwrite, args.model_cube, inputs=(cube, templates, lsf))
@@ -311,7 +320,8 @@ def _run_fit(args, cube, templates, output, lsf):
     try:
         run = run_fit(cube, templates, args.redshift, prepare, fit, gp, auto_tier=gp is not None and args.gp_tier is None,
                       keep_spectra=keep, journal=journal_path_for(output), overwrite=args.overwrite,
-                      chunk_spectra=args.chunk_spectra, progress=update, log=log)
+                      chunk_spectra=args.chunk_spectra, workers=args.workers or 0, scheduler=args.scheduler,
+                      progress=update, log=log)
     finally:
         close()
     try:

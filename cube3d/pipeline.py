@@ -26,11 +26,13 @@ every spaxel is fitted alone first and the GP posterior then replaces the main m
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
 import hashlib
 import os
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 import numpy as np
 
 from . import __version__
+from .cluster import check_cluster_request, dask_client, fit_chunks_on_cluster
 from .constants import C_KMS
 from .errors import InputError, ResultWarning
 from .fit import FitConfig, FitResult, fit_spectra, losvd_family, validate_config
@@ -166,18 +169,18 @@ def model_cube(prepared: PreparedData, result: FitResult) -> np.ndarray:
 
 def _warn_about_results(result, fit: FitConfig):
     """One :class:`~cube3d.errors.ResultWarning` per kind of problem that affects many
-    spectra (the FLAG map has the details per spaxel)."""
+    spectra (the FLAG map has the details per spaxel), at the line calling :func:`run_fit`."""
     n = int(result.ok.sum())
     clipped = int((np.asarray(result.clipped_fraction) > CLIP_FLAG_FRACTION).sum())
     if clipped:
         warnings.warn(f"--clip {fit.clip:g}: clipping rejected more than {CLIP_FLAG_FRACTION:.0%} of the pixels "
                       f"of {clipped} of {n} spectra (FLAG {FLAG_CLIPPED}); a threshold of 3 or more keeps noise",
-                      ResultWarning, stacklevel=3)
+                      ResultWarning, stacklevel=4)
     loose = int(unconstrained(result, fit).sum())
     if loose:
         warnings.warn(f"{loose} of {n} spectra do not constrain the LOSVD (errors wider than the parameter range "
                       f"or a degenerate chi2; FLAG {FLAG_UNCONSTRAINED}): featureless, noiseless or corrupt spectra",
-                      ResultWarning, stacklevel=3)
+                      ResultWarning, stacklevel=4)
 
 
 def config_meta(prepare: PrepareConfig, fit: FitConfig) -> dict:
@@ -217,7 +220,7 @@ def run_key(source, templates, redshift: float, prepare: PrepareConfig, fit: Fit
 def run_fit(cube_path, templates, redshift: float, prepare: PrepareConfig = PrepareConfig(),
             fit: FitConfig = FitConfig(), gp: Optional[GPConfig] = None, *, auto_tier: bool = False,
             keep_spectra: bool = False, journal=None, overwrite: bool = False,
-            chunk_spectra: int = STREAM_SPECTRA,
+            chunk_spectra: int = STREAM_SPECTRA, workers: int = 0, scheduler: Optional[str] = None,
             progress: Optional[Callable[[int, int], None]] = None,
             log: Optional[Callable[[str], None]] = None) -> FitRun:
     """Read a cube, prepare it, fit every spaxel or bin, and return the maps.
@@ -268,8 +271,19 @@ def run_fit(cube_path, templates, redshift: float, prepare: PrepareConfig = Prep
         Remove a journal of another run instead of refusing it.
     chunk_spectra : int
         Spectra per chunk (rounded up to a multiple of ``fit.chunk_size``).
+    workers : int
+        Fit the chunks on a Dask ``LocalCluster`` of this many worker processes
+        (:mod:`cube3d.cluster`; 0: one after the other in this process).  The workers
+        write the chunks into the journal; without a ``journal``, a temporary one is used
+        and removed before returning.  The maps are those of a serial run.
+    scheduler : str, optional
+        Fit the chunks on the Dask cluster of the scheduler at this address
+        (``tcp://host:8786``; e.g. started by ``dask-jobqueue``).  Needs a ``journal`` on a
+        filesystem that the workers share (they read the cube and write the chunks at
+        the same paths).
     progress : callable, optional
-        ``progress(n_done, n_total)`` after every batch of spectra.
+        ``progress(n_done, n_total)`` after every batch of spectra (with Dask: after every
+        chunk).
     log : callable, optional
         Receives one line per step.
 
@@ -285,7 +299,8 @@ def run_fit(cube_path, templates, redshift: float, prepare: PrepareConfig = Prep
     InputError
         Bad settings or input (one line naming the file or option), a journal of
         another run (without ``overwrite``), and a journal that cannot be written (a
-        full disk: the chunks already journalled are kept for the next run).
+        full disk: the chunks already journalled are kept for the next run); a
+        ``scheduler`` that does not answer, or without a ``journal``.
     """
     if not isinstance(prepare, PrepareConfig):
         raise InputError(f"prepare: need a cube3d.PrepareConfig, got {type(prepare).__name__}")
@@ -296,8 +311,29 @@ def run_fit(cube_path, templates, redshift: float, prepare: PrepareConfig = Prep
     check_gp_request(gp, prepare.target_sn)
     if not (isinstance(chunk_spectra, (int, np.integer)) and chunk_spectra >= 1):
         raise InputError(f"--chunk-spectra: must be a positive integer, got {chunk_spectra!r}")
+    check_cluster_request(workers, scheduler)
+    if scheduler is not None and journal is None:
+        raise InputError(f"scheduler {scheduler}: the Dask workers write the chunks into the journal: pass "
+                         "journal=, a directory on a filesystem that they share")
     enable_x64()
     say = log or (lambda msg: None)
+    with contextlib.ExitStack() as scratch, contextlib.ExitStack() as cluster:
+        client = None
+        if workers or scheduler is not None:  # first, so that a scheduler that does not answer fails at once
+            client = cluster.enter_context(dask_client(workers, scheduler, say))
+        in_memory = journal is None
+        if in_memory and client is not None:  # the workers need a directory
+            journal = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="cube3d-journal-",
+                                                                           ignore_cleanup_errors=True))) / "journal"
+        return _fit_and_map(cube_path, templates, redshift, prepare, fit, gp, auto_tier, keep_spectra, journal,
+                            in_memory, overwrite, chunk_spectra, client, cluster.close, progress, say)
+
+
+def _fit_and_map(cube_path, templates, redshift, prepare, fit, gp, auto_tier, keep_spectra, journal, in_memory,
+                 overwrite, chunk_spectra, client, release_client, progress, say) -> FitRun:
+    """:func:`run_fit` once its settings are checked (``client``: a Dask client or None,
+    closed by ``release_client`` once the chunks are fitted; ``in_memory``: the journal, if
+    any, is removed before returning and the spectra are kept in the maps)."""
     t0 = time.perf_counter()
     source = open_cube(cube_path, layout=prepare.layout)
     ny, nx = source.spatial_shape
@@ -312,7 +348,7 @@ def run_fit(cube_path, templates, redshift: float, prepare: PrepareConfig = Prep
         jr.check(overwrite, say)
     if jr.has_plan():
         plan = CubePlan.from_arrays(*jr.load_plan())
-        plan.repeat_notes(stacklevel=2)
+        plan.repeat_notes(stacklevel=3)  # run_fit's caller
     else:
         plan = plan_cube(source, library, redshift, prepare, chunk_spectra=chunk_spectra,
                          chunk_size=fit.chunk_size)
@@ -323,7 +359,11 @@ def run_fit(cube_path, templates, redshift: float, prepare: PrepareConfig = Prep
         + f" [{time.perf_counter() - t0:.1f} s]"
     )
     check_degrees(plan.n_pix, fit.degree, fit.mdegree, len(plan.template_names), losvd_family(fit).n_params)
-    _fit_missing_chunks(source, plan, fit, jr, keep_spectra, progress, say)
+    if client is None:
+        _fit_missing_chunks(source, plan, fit, jr, keep_spectra, progress, say)
+    else:
+        _fit_missing_chunks_on_cluster(plan, jr, keep_spectra, client, progress, say)
+    release_client()
     result, plan = gather_results(jr, plan)
     n_ok, n_conv = int(result.ok.sum()), int((result.converged & result.ok).sum())
     say(f"fitted {n_ok}/{plan.n_spec} spectra, {n_conv} converged [{time.perf_counter() - t0:.1f} s]")
@@ -346,7 +386,7 @@ def run_fit(cube_path, templates, redshift: float, prepare: PrepareConfig = Prep
         "software": f"cube3d {__version__}",
     }
     maps = result_to_maps(plan, result, fit, source.wcs, meta, min_sn=prepare.min_sn, keep_spectra=False)
-    if keep_spectra and journal is None:
+    if keep_spectra and in_memory:
         maps = dataclasses.replace(maps, spectra=spectra_in_memory(jr, plan))
     n_low = int(np.sum(result.ok & (np.asarray(plan.snr) < RELIABLE_SN)))
     if n_low and gp is None:
@@ -366,20 +406,56 @@ def run_fit(cube_path, templates, redshift: float, prepare: PrepareConfig = Prep
                 raise InputError(f"--gp-tier joint_map: {exc}; use --gp-tier two_step, which needs the "
                                  "per-spaxel results only") from None
         maps, gp_result = _apply_gp(maps, spectra, result, fit, gp, say, t0)
-    return FitRun(maps, plan, result, prepare, fit, gp, gp_result, None if journal is None else jr)
+    return FitRun(maps, plan, result, prepare, fit, gp, gp_result, None if in_memory else jr)
 
 
-def _fit_missing_chunks(source, plan, fit, jr, keep_spectra, progress, say):
-    """Fit and journal the chunks that the journal does not hold (with spectra if asked)."""
+def _chunks_to_fit(plan, jr, keep_spectra, say):
+    """The chunks that the journal does not hold (with spectra if asked), and the spectra done."""
     done = jr.done()
     need = set(SPECTRA_KEYS) if keep_spectra else set()
     complete = {k for k in done if k < plan.n_chunks and (need | {"params"}) <= jr.chunk_names(k)}
     todo = [k for k in range(plan.n_chunks) if k not in complete]
-    n_done = sum(np.diff(plan.chunk_range(k))[0] for k in complete)
+    n_done = int(sum(np.diff(plan.chunk_range(k))[0] for k in complete))
     if complete and jr.path is not None:
         say(f"resuming from {jr.path}: {len(complete)} of {plan.n_chunks} chunks done; fitting the other {len(todo)}")
+    return todo, n_done
+
+
+def _journal_error(jr, exc):
+    kept = len(jr.done())
+    return InputError(f"{jr.path}: cannot write the journal ({exc.strerror or exc}); the {kept} chunks "
+                      "journalled so far are kept: make room and run the same command again to resume")
+
+
+def _fit_missing_chunks_on_cluster(plan, jr, keep_spectra, client, progress, say):
+    """:func:`_fit_missing_chunks` as Dask tasks (:mod:`cube3d.cluster`): the workers write the journal."""
+    try:
+        jr.create(*plan.to_arrays())  # the workers read the plan from it
+    except OSError as exc:
+        raise _journal_error(jr, exc) from None
+    todo, n_done = _chunks_to_fit(plan, jr, keep_spectra, say)
+    if todo:
+        say(f"fitting {len(todo)} chunks as Dask tasks")
     if progress is not None:
-        progress(int(n_done), plan.n_spec)
+        progress(n_done, plan.n_spec)
+    if not todo:
+        return
+    count = {"done": n_done}
+
+    def finished(n):
+        count["done"] += n
+        progress(count["done"], plan.n_spec)
+
+    sizes = [int(np.diff(plan.chunk_range(k))[0]) for k in todo]
+    fit_chunks_on_cluster(client, fit_journal_chunk, jr.path, todo, sizes, keep_spectra=keep_spectra,
+                          progress=None if progress is None else finished)
+
+
+def _fit_missing_chunks(source, plan, fit, jr, keep_spectra, progress, say):
+    """Fit and journal the chunks that the journal does not hold (with spectra if asked)."""
+    todo, n_done = _chunks_to_fit(plan, jr, keep_spectra, say)
+    if progress is not None:
+        progress(n_done, plan.n_spec)
     for k in todo:
         s0, s1 = plan.chunk_range(k)
         sub = None
@@ -392,10 +468,7 @@ def _fit_missing_chunks(source, plan, fit, jr, keep_spectra, progress, say):
                 jr.create(*plan.to_arrays())
             jr.write_chunk(k, record)
         except OSError as exc:
-            kept = len(jr.done())
-            raise InputError(f"{jr.path}: cannot write the journal ({exc.strerror or exc}); the {kept} chunks "
-                             "journalled so far are kept: make room and run the same command again to resume") \
-                from None
+            raise _journal_error(jr, exc) from None
         n_done += s1 - s0
         _release_free_memory()
 
@@ -468,6 +541,7 @@ def fit_journal_chunk(journal, k: int, *, keep_spectra: bool = False) -> None:
     plan = CubePlan.from_arrays(*jr.load_plan())
     fit = FitConfig(**{name: settings[name] for name in FitConfig._fields if name in settings})
     jr.write_chunk(k, fit_chunk(source, plan, k, fit, keep_spectra=keep_spectra))
+    _release_free_memory()  # a worker process fits many chunks
 
 
 def write_run(run: FitRun, path, *, overwrite: bool = False, spectra: bool = False, model_cube: bool = False):
