@@ -75,6 +75,7 @@ from jax import lax
 
 from . import losvd
 from .basis import svd_basis
+from .devices import n_devices, over_devices
 from .errors import InputError
 from .linalg import restricted_solve, spd_inverse
 from .spectral_model import (
@@ -648,10 +649,16 @@ def _vmap_width(n_basis, problem, n_pix, n_theta):
     return max(1, 1 << int(np.floor(np.log2(max(_CACHE_BYTES / per_spectrum, 1.0)))))
 
 
-@functools.partial(jax.jit, static_argnames=("static",))
-def _fit_chunk(galaxy, w, v_start, problem, static):
+@functools.partial(jax.jit, static_argnames=("static", "devices"))
+def _fit_chunk(galaxy, w, v_start, problem, static, devices=1):
     """:func:`_fit_one` over a chunk of spectra (leading axis), compiled once per
-    ``static`` settings and chunk shape (JAX's own cache)."""
+    ``static`` settings and chunk shape (JAX's own cache), split over ``devices``
+    devices (:func:`cube3d.devices.over_devices`)."""
+    return over_devices(functools.partial(_fit_batch, static=static), 3, devices)(galaxy, w, v_start, problem)
+
+
+def _fit_batch(galaxy, w, v_start, problem, static):
+    """:func:`_fit_one` over the spectra of one device."""
     one = functools.partial(_fit_one, problem=problem, static=static)
     if static.width >= galaxy.shape[0]:
         return jax.vmap(one)(galaxy, w, v_start)
@@ -722,17 +729,19 @@ def fit_spectra(data, config=FitConfig(), *, v_start=None, progress=None):
                      **_finish_settings(problem, config))
     static = static._replace(width=_vmap_width(max(problem.template_ft.shape[0], static.n_slots), problem, n_pix,
                                                family.n_params + max(config.mdegree, 0)))
-    out = _run_chunks(lambda g, w, vs: _fit_chunk(g, w, vs, problem, static), (data.spectra, data.ivar, v0),
-                      config, progress)
+    devices = n_devices()
+    out = _run_chunks(lambda g, w, vs: _fit_chunk(g, w, vs, problem, static, devices), (data.spectra, data.ivar, v0),
+                      config, progress, devices)
     return _to_result(out, family, n_templates(problem), config, data.velscale)
 
 
-def _run_chunks(fn, arrays, config, progress=None):
+def _run_chunks(fn, arrays, config, progress=None, devices=1):
     """Apply a compiled batched ``fn(*chunk_arrays) -> dict`` to fixed-size chunks of the
-    leading axis of ``arrays`` (zero-padded), on ``config.n_threads`` threads; returns
-    the concatenated outputs."""
+    leading axis of ``arrays`` (zero-padded to a multiple of ``devices``, which share
+    every chunk), on ``config.n_threads`` threads; returns the concatenated outputs."""
     n_spec = arrays[0].shape[0]
     chunk = max(1, min(int(config.chunk_size), n_spec))  # never pad a few spectra to a big chunk
+    chunk = -(-chunk // devices) * devices
     starts = list(range(0, n_spec, chunk))
 
     def run_chunk(start):
@@ -788,11 +797,12 @@ def _local_quadratic_one(galaxy, w, kin, problem, static):
     return dict(chi2=chi2, grad=grad, hess=spd_inverse(cov), cov=cov, model=model)
 
 
-@functools.partial(jax.jit, static_argnames=("static",))
-def _local_quadratic_chunk(galaxy, w, kin, problem, static):
-    """:func:`_local_quadratic_one` over a chunk of spectra, compiled once per settings."""
-    one = functools.partial(_local_quadratic_one, static=static)
-    return jax.vmap(one, in_axes=(0, 0, 0, None))(galaxy, w, kin, problem)
+@functools.partial(jax.jit, static_argnames=("static", "devices"))
+def _local_quadratic_chunk(galaxy, w, kin, problem, static, devices=1):
+    """:func:`_local_quadratic_one` over a chunk of spectra, compiled once per settings,
+    split over ``devices`` devices."""
+    one = jax.vmap(functools.partial(_local_quadratic_one, static=static), in_axes=(0, 0, 0, None))
+    return over_devices(one, 3, devices)(galaxy, w, kin, problem)
 
 
 def local_quadratic(data, kinematics, config=FitConfig()):
@@ -834,8 +844,9 @@ def local_quadratic(data, kinematics, config=FitConfig()):
                      clip=None, use_xcorr=False, step_limit=1.0, start_dchi2=0.0, chi2_rtol=1.0, param_rtol=1.0)
     units = np.ones(n_kin)
     units[:2] = data.velscale
-    out = _run_chunks(lambda g, w, k: _local_quadratic_chunk(g, w, k, problem, static),
-                      (data.spectra, data.ivar, kinematics / units), config)
+    devices = n_devices()
+    out = _run_chunks(lambda g, w, k: _local_quadratic_chunk(g, w, k, problem, static, devices),
+                      (data.spectra, data.ivar, kinematics / units), config, devices=devices)
     return dict(
         chi2=out["chi2"],
         grad=out["grad"] / units,
