@@ -84,7 +84,7 @@ def dask_client(workers: int = 0, scheduler: Optional[str] = None, log: Optional
             raise InputError(f"--scheduler {scheduler}: no Dask scheduler answers ({reason[:200]})") from None
         try:
             n = len(client.scheduler_info().get("workers", {}))
-            say(f"Dask scheduler {scheduler}: {n} workers now (more may join)")
+            say(f"Dask scheduler {scheduler}: {n} worker{'' if n == 1 else 's'} now (more may join)")
             yield client
         finally:
             client.close()

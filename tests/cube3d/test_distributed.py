@@ -2,6 +2,7 @@
 SIGKILL mid-run write the maps of a serial run; a scheduler that does not answer and a bad
 ``--workers`` are one line and status 2, and a good maps file is never replaced."""
 
+import logging
 import os
 import signal
 
@@ -12,6 +13,7 @@ from astropy.io import fits
 import cube3d.cluster
 import cube3d.pipeline
 from cube3d import FitConfig, PrepareConfig
+from cube3d.cluster import dask_client, fit_chunks_on_cluster
 from cube3d.errors import InputError
 from cube3d.journal import Journal, journal_path_for
 from tests.cube3d.test_cli import TEMPLATES, Z, make_cube, write_lsf
@@ -161,3 +163,40 @@ def test_resuming_with_workers(cube, serial, tmp_path):
     code, err = run(fit_argv(cube, out, "--workers", "1"))
     assert code == 0 and "2 of 5 chunks done; fitting the other 3" in err, err
     assert_same_maps(out, serial)
+
+
+@pytest.fixture(scope="module")
+def running_cluster():
+    """A Dask cluster of one worker process started apart from cube3d (as dask-jobqueue would)."""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=logging.ERROR)
+    yield cluster
+    cluster.close()
+
+
+def test_scheduler_of_a_running_cluster(cube, serial, running_cluster, tmp_path):
+    out = tmp_path / "maps.fits"
+    address = running_cluster.scheduler_address
+    code, err = run(fit_argv(cube, out, "--scheduler", address))
+    assert code == 0 and f"Dask scheduler {address}: 1 worker now" in err, err
+    assert_same_maps(out, serial)
+    assert len(running_cluster.workers) == 1  # left running
+
+
+def failing_chunk(journal, k, keep_spectra=False):
+    """A task that fails on the worker as a cube changed since the plan (k = 0) or a journal that
+    the worker cannot write (k = 1) would."""
+    if k == 0:
+        raise InputError(f"{journal}: the input cube changed since the journal was made")
+    raise PermissionError(13, "Permission denied", os.path.join(journal, "chunk_000001.npz"))
+
+
+def test_an_error_on_a_worker_is_one_line(running_cluster, tmp_path):
+    with dask_client(scheduler=running_cluster.scheduler_address) as client:
+        with pytest.raises(InputError, match=r"^chunk 0 on a Dask worker: .*: the input cube changed since"):
+            fit_chunks_on_cluster(client, failing_chunk, tmp_path, [0], [8], keep_spectra=False)
+        with pytest.raises(InputError, match=r"^chunk 1 on a Dask worker: Permission denied \(.*chunk_000001.npz\); "
+                                             r"the workers must reach the cube and .* at the same paths"):
+            fit_chunks_on_cluster(client, failing_chunk, tmp_path, [1], [8], keep_spectra=False)
