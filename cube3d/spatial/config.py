@@ -11,12 +11,14 @@ from .kernels import parse_kernel
 from .means import MEAN_FUNCTIONS
 from .solvers import SOLVER_CLASSES
 
-__all__ = ["GPConfig", "TIERS", "SOLVERS", "MEANS", "validate_gp_config"]
+__all__ = ["GPConfig", "TIERS", "SOLVERS", "MEANS", "HYPER_INTEGRATIONS", "validate_gp_config"]
 
 #: tier names; :data:`cube3d.spatial.apply.TIER_FUNCTIONS` maps each to its function
 TIERS = ("two_step", "joint_map", "nuts")
 SOLVERS = ("auto",) + tuple(SOLVER_CLASSES)
 MEANS = tuple(MEAN_FUNCTIONS)
+#: ``GPConfig.hyper_integration`` choices
+HYPER_INTEGRATIONS = ("ccd", "none")
 
 
 class GPConfig(NamedTuple):
@@ -64,6 +66,13 @@ class GPConfig(NamedTuple):
         Two-step tier: spaxels whose estimate lies more than ``clip`` standard
         deviations (error and posterior combined) from the GP prediction are
         refitted as unobserved, once (catastrophic per-spaxel fits).
+    hyper_integration : str
+        Two-step and joint-MAP tiers: ``"ccd"`` mixes the field's posterior over the
+        hyperparameters' posterior (a central composite design about their mode, as
+        INLA; :mod:`cube3d.spatial.integrate`), so that the errors include what the data
+        leave unknown about amplitudes, length scales, error factor and mean;
+        ``"none"`` plugs in the mode (type-II MAP), which is overconfident when an
+        amplitude is poorly constrained.
     n_outer : int
         Outer iterations of the joint-MAP tier (hyperparameter updates).
     n_inner : int
@@ -87,6 +96,7 @@ class GPConfig(NamedTuple):
     min_sn: float = 0.0
     noise_scale_range: Optional[tuple] = (0.5, 5.0)
     clip: Optional[float] = 5.0
+    hyper_integration: str = "ccd"
     n_outer: int = 3
     n_inner: int = 4
     num_warmup: int = 300
@@ -104,6 +114,9 @@ def validate_gp_config(config: GPConfig):
         raise InputError(f"gp tier {config.tier!r}: use one of {', '.join(TIERS)}")
     if config.solver not in SOLVERS:
         raise InputError(f"gp solver {config.solver!r}: use one of {', '.join(SOLVERS)}")
+    if config.hyper_integration not in HYPER_INTEGRATIONS:
+        raise InputError(f"gp hyper_integration {config.hyper_integration!r}: "
+                         f"use one of {', '.join(HYPER_INTEGRATIONS)}")
     if config.v_mean not in MEANS:
         raise InputError(f"gp v_mean {config.v_mean!r}: use one of {', '.join(MEANS)}")
     if config.scale_range is not None:

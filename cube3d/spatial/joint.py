@@ -13,7 +13,11 @@ exact joint mode.  Hyperparameters are updated between rounds from the Laplace
 approximation of the marginal likelihood: each spectrum's likelihood as a Gaussian about
 its Newton point ``f - H^-1 g`` with the marginal variances ``(H^-1)_kk`` (the two-step
 tier's data, re-linearised where the prior has pulled the fields).  The reported
-standard deviations are the GP posterior's with those marginal variances.
+standard deviations are the GP posterior's with those marginal variances at the mode;
+with ``GPConfig.hyper_integration == "ccd"`` (default) the hyperparameters are refitted
+to those data once more and the posterior mixed over their uncertainty
+(:mod:`cube3d.spatial.integrate`): the standard deviation is the mixture's and the mean
+is the joint mode moved by the mixture's shift from the plug-in posterior mean.
 """
 
 from __future__ import annotations
@@ -72,7 +76,8 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig = GPConfi
     say = log or (lambda msg: None)
     t0 = time.perf_counter()
     values, errors, ok = gp_estimates(prepared, fit_result, fit_config, gp_config)
-    start = two_step_fields(values, errors, ok, gp_config._replace(fields=None))
+    # the start needs the hyperparameters' mode only: no integration over them
+    start = two_step_fields(values, errors, ok, gp_config._replace(fields=None, hyper_integration="none"))
     # later rounds use the spectra's own noise: no error factor, no clipping
     refit_config = gp_config._replace(noise_scale_range=None, clip=None)
     say(f"gp joint: two-step start in {time.perf_counter() - t0:.1f} s")
@@ -138,7 +143,7 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig = GPConfi
         if outer > 0:  # hyperparameters from the Laplace data at the current fields
             current = quadratic()
             for name, (y, w) in laplace_data(current[1], current[2]).items():
-                hyper[name] = fit_field(name, y, w, refit_config, spec, mean_kind(name))[0].hyper
+                hyper[name] = fit_field(name, y, w, refit_config, spec, mean_kind(name), integrate=False)[0].hyper
         for inner in range(gp_config.n_inner):
             chi2, grad, hess = current if current is not None else quadratic()
             current = None
@@ -162,11 +167,20 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig = GPConfi
     chi2, grad, hess = quadratic()
     fields = {}
     for name, (y, w) in laplace_data(grad, hess).items():
-        hp = hyper[name]
-        solver = make_solver(gp_config.solver, spec, shape, w, gp_config, float(np.min(hp.scale)))
-        std = solver.posterior(jnp.asarray(hp.amp), jnp.asarray(hp.scale), jnp.asarray(y - field_mean(name))).std
+        hp, mean, mix = hyper[name], f[name], None
+        if gp_config.hyper_integration == "ccd":
+            # the hyperparameters' posterior given the Laplace data at the mode, and the
+            # field's posterior mixed over it (Rue et al. 2009 Sect. 3.1)
+            refit, solver = fit_field(name, y, w, refit_config, spec, mean_kind(name), z0=hp.z)
+            hp, mix = refit.hyper, refit.integration
+            mean = f[name] + (mix.mean - mix.centre_mean)
+            std = np.sqrt(mix.var)
+        else:
+            solver = make_solver(gp_config.solver, spec, shape, w, gp_config, float(np.min(hp.scale)))
+            std = solver.posterior(jnp.asarray(hp.amp), jnp.asarray(hp.scale), jnp.asarray(y - field_mean(name))).std
         fields[name] = to_natural(start.fields[name]._replace(
-            mean=f[name], std=std, hyper=hp, solver=solver.name, n_obs=int(np.sum(w > 0)), n_clipped=0))
+            mean=mean, std=std, hyper=hp, solver=solver.name, n_obs=int(np.sum(w > 0)), n_clipped=0,
+            integration=mix))
     say(f"gp joint: done in {time.perf_counter() - t0:.1f} s, total chi2 {chi2:.1f}")
     diagnostics = {"gp_steps": len(steps), "gp_last_step": float(steps[-1]) if steps else 0.0, "gp_chi2": chi2}
     return GPResult(fields=fields, tier="joint_map", config=gp_config, diagnostics=diagnostics)

@@ -4,7 +4,7 @@ The two-step tier fixes the hyperparameters at their type-II MAP values; here th
 marginalised.  For each field, with per-spaxel estimates ``y_i`` and errors ``err_i``
 (``ln sigma`` for SIGMA, :func:`cube3d.spatial.twostep.field_data`)::
 
-    amp_t ~ LogUniform(amp range),  scale_t ~ LogUniform(scale range)  (spaxels)
+    amp_t ~ Exponential(lambda) on (amp range),  scale_t ~ LogUniform(scale range)  (spaxels)
     noise_scale ~ LogUniform(config.noise_scale_range)   (or fixed at 1)
     c ~ Normal(weighted data mean, 10 x data spread)
     z ~ Normal(0, I)
@@ -12,7 +12,10 @@ marginalised.  For each field, with per-spaxel estimates ``y_i`` and errors ``er
                      hsgp:   B = Phi diag(s)   (Solin & Saerkkae 2020, eq. 20)
     y_i ~ Normal(f_i, noise_scale * err_i)      on the observed spaxels
 
-The field is *non-centred* (Papaspiliopoulos, Roberts & Skold 2007, Stat. Sci. 22, 59):
+The amplitude prior is the two-step tier's penalised-complexity prior
+(:func:`cube3d.spatial.hyper.amplitude_log_prior`, rate from
+:func:`cube3d.spatial.hyper.amplitude_rate`), so both tiers integrate the same
+hyperparameter posterior.  The field is *non-centred* (Papaspiliopoulos, Roberts & Skold 2007, Stat. Sci. 22, 59):
 the latent ``z`` is white noise whatever the hyperparameters.  Two ways to sample it:
 
 ``parametrisation="latent"``
@@ -57,9 +60,9 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 from ..errors import InputError
 from .config import GPConfig, validate_gp_config
 from .estimates import gp_estimates
-from .hyper import FieldHyper
+from .hyper import FieldHyper, amplitude_log_prior, amplitude_rate
 from .solvers import SOLVER_CLASSES, DenseSolver, HSGPSolver, WeightSpaceSolver, hsgp_min_scale
-from .twostep import LOG_FIELDS, GPField, GPResult, field_data, prior_ranges
+from .twostep import LOG_FIELDS, GPField, GPResult, field_data, field_spread, prior_ranges
 
 __all__ = ["gp_nuts", "nuts_fields", "latent_model", "marginal_model", "log_marginal", "draw_fields", "nuts_solver",
            "PARAMETRISATIONS", "DENSE_AUTO_MAX"]
@@ -83,7 +86,7 @@ def log_marginal(solver: WeightSpaceSolver, amp, scale, noise_scale, c, y, w):
     return solver.log_marginal(amp, scale, noise_scale, c, y, w)
 
 
-def _hyper_sites(n_terms, amp_range, scale_range, noise_range, mean0, mean_sd):
+def _hyper_sites(n_terms, amp_range, scale_range, noise_range, mean0, mean_sd, amp_rate=None):
     import numpyro
     import numpyro.distributions as dist
 
@@ -92,6 +95,8 @@ def _hyper_sites(n_terms, amp_range, scale_range, noise_range, mean0, mean_sd):
         return numpyro.sample(name, d if n is None else d.expand([n]).to_event(1))
 
     amp = jnp.exp(log_uniform("log_amp", *amp_range, n=n_terms))
+    if amp_rate is not None:  # log-uniform x (amp exp(-rate amp)): exponential in amp (Simpson et al. 2017)
+        numpyro.factor("amp_prior", jnp.sum(amplitude_log_prior(amp, amp_rate)))
     scale = jnp.exp(log_uniform("log_scale", *scale_range, n=n_terms))
     noise = 1.0 if noise_range is None else jnp.exp(log_uniform("log_noise", *noise_range))
     # c ~ Normal(mean0, mean_sd), non-centred too so every site is of order one
@@ -99,7 +104,8 @@ def _hyper_sites(n_terms, amp_range, scale_range, noise_range, mean0, mean_sd):
     return amp, scale, noise, c
 
 
-def latent_model(y, w, *, solver: WeightSpaceSolver, amp_range, scale_range, noise_range, mean0, mean_sd):
+def latent_model(y, w, *, solver: WeightSpaceSolver, amp_range, scale_range, noise_range, mean0, mean_sd,
+                 amp_rate=None):
     """numpyro model with the field's white noise ``z`` as a sampled site.
 
     Parameters
@@ -112,8 +118,11 @@ def latent_model(y, w, *, solver: WeightSpaceSolver, amp_range, scale_range, noi
         The field's ``f - c = B z`` (dense factor or Hilbert-space basis; its kernel is the
         prior's).
     amp_range, scale_range : (float, float)
-        Log-uniform prior ranges of every term's amplitude (data units) and length scale
-        (spaxels).
+        Prior ranges of every term's amplitude (data units) and length scale (spaxels),
+        log-uniform within them.
+    amp_rate : float or None
+        Rate of the exponential amplitude prior within ``amp_range``
+        (:func:`cube3d.spatial.hyper.amplitude_log_prior`); None: log-uniform.
     noise_range : (float, float) or None
         Log-uniform prior range of the factor on the errors; None fixes it at 1.
     mean0, mean_sd : float
@@ -125,7 +134,8 @@ def latent_model(y, w, *, solver: WeightSpaceSolver, amp_range, scale_range, noi
     import numpyro
     import numpyro.distributions as dist
 
-    amp, scale, noise, c = _hyper_sites(solver.spec.n_terms, amp_range, scale_range, noise_range, mean0, mean_sd)
+    amp, scale, noise, c = _hyper_sites(solver.spec.n_terms, amp_range, scale_range, noise_range, mean0, mean_sd,
+                                        amp_rate)
     z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([solver.latent_size]).to_event(1))
     f = numpyro.deterministic("f", c + solver.apply_factor(solver.prior_factor(amp, scale), z))
     obs = w > 0
@@ -134,7 +144,8 @@ def latent_model(y, w, *, solver: WeightSpaceSolver, amp_range, scale_range, noi
     numpyro.sample("y", dist.Normal(f, err).mask(obs).to_event(2), obs=jnp.where(obs, y, 0.0))
 
 
-def marginal_model(y, w, *, solver: WeightSpaceSolver, amp_range, scale_range, noise_range, mean0, mean_sd):
+def marginal_model(y, w, *, solver: WeightSpaceSolver, amp_range, scale_range, noise_range, mean0, mean_sd,
+                   amp_rate=None):
     """numpyro model of the hyperparameters with the field integrated out.
 
     Same arguments and hyperparameter sites as :func:`latent_model`; the likelihood is
@@ -144,7 +155,8 @@ def marginal_model(y, w, *, solver: WeightSpaceSolver, amp_range, scale_range, n
     """
     import numpyro
 
-    amp, scale, noise, c = _hyper_sites(solver.spec.n_terms, amp_range, scale_range, noise_range, mean0, mean_sd)
+    amp, scale, noise, c = _hyper_sites(solver.spec.n_terms, amp_range, scale_range, noise_range, mean0, mean_sd,
+                                        amp_rate)
     numpyro.factor("log_marginal", log_marginal(solver, amp, scale, noise, c, y, w))
 
 
@@ -243,10 +255,11 @@ def _sample_field(name, y, w, spec, config, key, parametrisation):
     solver, scale_range = nuts_solver(name, spec, shape, w, config, scale_range, user)
     yo, wo = y[obs], w[obs]
     mean0 = float(np.sum(wo * yo) / np.sum(wo))
-    spread = max(float(np.std(yo)) if yo.size > 1 else 0.0, float(np.median(1.0 / np.sqrt(wo))))
+    spread = field_spread(y, w)
     fn = marginal_model if parametrisation == "marginal" else latent_model
     model = partial(fn, solver=solver, amp_range=amp_range, scale_range=scale_range,
-                    noise_range=config.noise_scale_range, mean0=mean0, mean_sd=10.0 * spread)
+                    noise_range=config.noise_scale_range, mean0=mean0, mean_sd=10.0 * spread,
+                    amp_rate=amplitude_rate(spread))
     mcmc = MCMC(NUTS(model), num_warmup=config.num_warmup, num_samples=config.num_samples,
                 num_chains=config.num_chains, chain_method="sequential", progress_bar=False)
     key_run, key_draw = jax.random.split(key)

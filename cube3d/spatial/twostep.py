@@ -4,8 +4,10 @@ Each spaxel's fit gives a Gaussian (Laplace) posterior of its moments; treating 
 estimates as noisy observations ``y_i = f(x_i) + e_i``, ``e_i ~ N(0, err_i^2)``, of a
 field with a GP prior, the hyperparameters follow from the marginal likelihood
 (Rasmussen & Williams 2006, eq. 2.30) and the field from the GP posterior (eqs.
-2.22-2.24).  The dispersion is modelled as ``ln sigma`` (positive, and closer to
-Gaussian at low S/N: ``err(ln sigma) = err(sigma) / sigma``).
+2.22-2.24), mixed over the hyperparameters' posterior by default
+(:mod:`cube3d.spatial.integrate`; ``GPConfig.hyper_integration``).  The dispersion is
+modelled as ``ln sigma`` (positive, and closer to Gaussian at low S/N:
+``err(ln sigma) = err(sigma) / sigma``).
 """
 
 from __future__ import annotations
@@ -18,18 +20,23 @@ import numpy as np
 from ..errors import InputError
 from .config import GPConfig, validate_gp_config
 from .estimates import gp_estimates
-from .hyper import FieldHyper, fit_hyperparameters
+from .hyper import FieldHyper, amplitude_rate, hyper_problem, optimise_hyperparameters
+from .integrate import HyperIntegration, integrate_hyperparameters
 from .means import mean_field, mean_parameters
 from .solvers import Solver, hsgp_min_scale, make_solver
 
 __all__ = ["GPField", "GPResult", "gp_two_step", "two_step_fields", "field_data", "fit_field", "prior_ranges",
-           "to_natural", "LOG_FIELDS"]
+           "field_spread", "to_natural", "LOG_FIELDS"]
 
 LOG_FIELDS = ("SIGMA",)
 
 
 class GPField(NamedTuple):
-    """Posterior of one field (natural units: km/s for V and SIGMA)."""
+    """Posterior of one field (natural units: km/s for V and SIGMA).
+
+    ``mean`` and ``std`` are integrated over the hyperparameters when ``integration`` is
+    set (its arrays in GP units: ``ln sigma`` for SIGMA); ``hyper`` holds their mode.
+    """
 
     name: str
     mean: np.ndarray  # (ny, nx)
@@ -38,6 +45,7 @@ class GPField(NamedTuple):
     solver: str
     n_obs: int
     n_clipped: int = 0
+    integration: Optional[HyperIntegration] = None
 
 
 class GPResult(NamedTuple):
@@ -59,6 +67,7 @@ class GPResult(NamedTuple):
             meta[f"gp_{key}_noise_scale"] = float(f.hyper.noise_scale)
             meta[f"gp_{key}_n_obs"] = int(f.n_obs)
             meta[f"gp_{key}_n_clipped"] = int(f.n_clipped)
+            meta[f"gp_{key}_hyper_points"] = 1 if f.integration is None else f.integration.n_points
             for t, (a, s) in enumerate(zip(f.hyper.amp, f.hyper.scale)):
                 meta[f"gp_{key}_amp{t}"] = float(a)
                 meta[f"gp_{key}_scale{t}"] = float(s)
@@ -83,6 +92,13 @@ def field_data(name, value, error, mask):
     return y, w
 
 
+def field_spread(y, w):
+    """The larger of the data's standard deviation and their median error (data units):
+    the yardstick of the amplitude prior (:func:`cube3d.spatial.hyper.amplitude_rate`)."""
+    obs = w > 0
+    return max(float(np.std(y[obs])) if obs.sum() > 1 else 0.0, float(np.median(1 / np.sqrt(w[obs]))))
+
+
 def prior_ranges(spec, shape, y, w, config, solver_name):
     """Prior ranges of the amplitudes (data units) and length scales (spaxels) of one field.
 
@@ -90,7 +106,7 @@ def prior_ranges(spec, shape, y, w, config, solver_name):
     ``config.scale_range`` (a bound hit is then an error, not a default to widen).
     """
     obs = w > 0
-    spread = max(float(np.std(y[obs])) if obs.sum() > 1 else 0.0, float(np.median(1 / np.sqrt(w[obs]))))
+    spread = field_spread(y, w)
     amp_range = (1e-3 * spread, 10.0 * spread)
     user = config.scale_range is not None
     if user:
@@ -105,33 +121,43 @@ def prior_ranges(spec, shape, y, w, config, solver_name):
     return amp_range, scale_range, user
 
 
-def fit_field(name, y, w, config: GPConfig, spec, mean_kind="constant") -> tuple[GPField, Solver]:
+def fit_field(name, y, w, config: GPConfig, spec, mean_kind="constant", integrate=True,
+              z0=None) -> tuple[GPField, Solver]:
     """Hyperparameters and posterior of one field from data ``y`` and precisions ``w``.
 
     With ``config.clip``, spaxels further than ``clip`` standard deviations (error and
-    posterior combined) from the GP prediction are dropped and the field refitted once.
+    plug-in posterior combined) from the GP prediction are dropped and the field refitted
+    once.  With ``integrate`` and ``config.hyper_integration == "ccd"`` the returned mean
+    and standard deviation are mixed over the hyperparameters' posterior
+    (:func:`cube3d.spatial.integrate.integrate_hyperparameters`), else those of the
+    type-II MAP.  ``z0``: a start for the optimiser (:func:`fit_hyperparameters`).
     Returns ``(GPField in GP units, solver)``; raises when a user-given length-scale
     range excludes the scale the data prefer.
     """
-    field, solver = _fit_field_once(name, y, w, config, spec, mean_kind)
+    field, solver, problem = _fit_field_once(name, y, w, config, spec, mean_kind, z0)
     if config.clip is not None:
         obs = w > 0
         alpha = field.hyper.noise_scale
         z = (y - field.mean) / np.sqrt(alpha**2 / np.where(obs, w, 1.0) + field.std**2)
         bad = obs & (np.abs(z) > config.clip)
         if np.any(bad) and np.sum(obs & ~bad) > 0:
-            field, solver = _fit_field_once(name, y, np.where(bad, 0.0, w), config, spec, mean_kind)
+            field, solver, problem = _fit_field_once(name, y, np.where(bad, 0.0, w), config, spec, mean_kind)
             field = field._replace(n_clipped=int(bad.sum()))
+    if integrate and config.hyper_integration == "ccd":
+        mix = integrate_hyperparameters(problem, solver, field.hyper.z)
+        field = field._replace(mean=mix.mean, std=np.sqrt(mix.var), integration=mix)
     return field, solver
 
 
-def _fit_field_once(name, y, w, config, spec, mean_kind):
+def _fit_field_once(name, y, w, config, spec, mean_kind, z0=None):
     shape = y.shape
     amp_range, scale_range, user = prior_ranges(spec, shape, y, w, config, config.solver)
+    rate = amplitude_rate(field_spread(y, w))
     solver = make_solver(config.solver, spec, shape, w, config, scale_range[0])
     mspec = mean_parameters(mean_kind, y, w, shape)
-    hyper = fit_hyperparameters(solver, spec, y, w, mean_kind, mspec, amp_range, scale_range,
-                                noise_range=config.noise_scale_range)
+    problem = hyper_problem(solver, spec, y, w, mean_kind, mspec, amp_range, scale_range, config.noise_scale_range,
+                            rate)
+    hyper = optimise_hyperparameters(problem, solver, w, z0=z0)
     if user:
         hit = [b for b in hyper.at_bound if b.startswith("scale")]
         if hit:
@@ -145,7 +171,7 @@ def _fit_field_once(name, y, w, config, spec, mean_kind):
     resid = jnp.asarray(np.where(w > 0, y, 0.0)) - mu
     post = solver.posterior(jnp.asarray(hyper.amp), jnp.asarray(hyper.scale), resid, hyper.noise_scale)
     mean = np.asarray(mu + post.mean)
-    return GPField(name, mean, post.std, hyper, solver.name, int(np.sum(w > 0))), solver
+    return GPField(name, mean, post.std, hyper, solver.name, int(np.sum(w > 0))), solver, problem
 
 
 def to_natural(field: GPField):
