@@ -27,10 +27,11 @@ from .flags import FLAG_BELOW_RELIABLE_SN
 GP_TIERS = ("two_step", "joint_map", "nuts")
 GP_SOLVERS = ("auto", "dense", "hsgp", "kronecker")
 GP_MEANS = ("constant", "disk")
+GP_HYPER = ("ccd", "none")
 #: GP options that only make sense with --gp (argparse dest -> option)
 _GP_OPTIONS = {"gp_tier": "--gp-tier", "gp_solver": "--gp-solver", "gp_kernel": "--gp-kernel",
                "gp_separable": "--gp-separable", "gp_scale": "--gp-scale", "gp_v_mean": "--gp-v-mean",
-               "gp_min_sn": "--gp-min-sn"}
+               "gp_min_sn": "--gp-min-sn", "gp_hyper": "--gp-hyper"}
 #: Voronoi target S/N of ``cube3d demo`` without --gp
 DEMO_TARGET_SN = 15.0
 
@@ -65,6 +66,12 @@ def _add_gp_options(p):
     g.add_argument("--gp-min-sn", "--gp-min-snr", dest="gp_min_sn", type=float, default=None, metavar="SN",
                    help="spaxels below this S/N per pixel are unobserved for the GP, which still predicts there "
                         "(default 0; --gp-min-snr is its former name)")
+    g.add_argument("--gp-hyper", choices=GP_HYPER, default=None,
+                   help="two_step and joint_map errors: ccd (default) integrates over the hyperparameters' "
+                        "posterior (amplitudes, length scales, error factor; a central composite design as in "
+                        "INLA, ~15-25 GP solves per field), so the errors include what the data leave unknown "
+                        "about them; none plugs in their most probable values (faster, overconfident where an "
+                        "amplitude is poorly constrained)")
 
 
 def gp_config_from_args(args):
@@ -99,7 +106,8 @@ def gp_config_from_args(args):
     if not (math.isfinite(min_sn) and min_sn >= 0):
         raise InputError(f"--gp-min-sn {min_sn:g}: must be a finite number >= 0")
     return GPConfig(kernel=kernel, separable=bool(args.gp_separable), tier=args.gp_tier or "two_step",
-                    solver=solver, v_mean=args.gp_v_mean or "constant", scale_range=scale, min_sn=float(min_sn))
+                    solver=solver, v_mean=args.gp_v_mean or "constant", scale_range=scale, min_sn=float(min_sn),
+                    hyper_integration=args.gp_hyper or "ccd")
 
 
 def _add_fit_options(p, demo=False):

@@ -20,14 +20,14 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from cube3d.cli import GP_MEANS, GP_SOLVERS, GP_TIERS, main
+from cube3d.cli import GP_HYPER, GP_MEANS, GP_SOLVERS, GP_TIERS, build_parser, gp_config_from_args, main
 from cube3d.errors import InputError
 from cube3d.fit import FitConfig
 from cube3d.maps import read_maps
 from cube3d.pipeline import FitRun, choose_gp_tier, run_fit
 from cube3d.prepare import PrepareConfig
 from cube3d.spatial import GPConfig, run_gp
-from cube3d.spatial.config import MEANS, SOLVERS, TIERS
+from cube3d.spatial.config import HYPER_INTEGRATIONS, MEANS, SOLVERS, TIERS
 from tests.cube3d.test_cli import (
     TEMPLATES,
     Z,
@@ -212,6 +212,7 @@ def test_kronecker_needs_a_separable_kernel(cube, tmp_path, capsys):
 @pytest.mark.parametrize("option, values", [
     ("--gp-tier", ["two_step"]), ("--gp-solver", ["dense"]), ("--gp-kernel", ["matern32"]),
     ("--gp-separable", []), ("--gp-scale", ["1", "4"]), ("--gp-v-mean", ["disk"]), ("--gp-min-sn", ["3"]),
+    ("--gp-hyper", ["none"]),
 ])
 def test_gp_option_without_gp(cube, tmp_path, capsys, option, values):
     out = tmp_path / "maps.fits"
@@ -229,7 +230,9 @@ def test_gp_option_without_gp(cube, tmp_path, capsys, option, values):
     (["--gp-scale", "1", "inf"], ["--gp-scale"]),
     (["--gp-tier", "mcmc"], ["--gp-tier", "mcmc"]),
     (["--gp-solver", "cholesky"], ["--gp-solver"]),
-], ids=["kernel", "kernel-sum", "min-sn-negative", "min-sn-nan", "scale-zero", "scale-inf", "tier", "solver"])
+    (["--gp-hyper", "nuts"], ["--gp-hyper", "nuts"]),
+], ids=["kernel", "kernel-sum", "min-sn-negative", "min-sn-nan", "scale-zero", "scale-inf", "tier", "solver",
+        "hyper"])
 def test_bad_gp_values_leave_the_old_output(cube, tmp_path, capsys, extra, names):
     out = tmp_path / "maps.fits"
     out.write_bytes(b"an earlier result\n")
@@ -238,14 +241,20 @@ def test_bad_gp_values_leave_the_old_output(cube, tmp_path, capsys, extra, names
 
 
 def test_cli_choices_match_the_config():
-    assert GP_TIERS == TIERS and GP_SOLVERS == SOLVERS and GP_MEANS == MEANS
+    assert GP_TIERS == TIERS and GP_SOLVERS == SOLVERS and GP_MEANS == MEANS and GP_HYPER == HYPER_INTEGRATIONS
+
+
+def test_gp_hyper_option_reaches_the_config():
+    args = ["fit", "c.fits", "--templates", "t", "-z", "0.1", "-o", "m.fits", "--gp"]
+    assert gp_config_from_args(build_parser().parse_args(args)).hyper_integration == "ccd"  # the default integrates
+    assert gp_config_from_args(build_parser().parse_args(args + ["--gp-hyper", "none"])).hyper_integration == "none"
 
 
 def test_fit_help_lists_the_gp_options(capsys):
     assert main(["fit", "--help"]) == 0
     text = capsys.readouterr().out
     for option in ("--gp", "--gp-tier", "--gp-solver", "--gp-kernel", "--gp-separable", "--gp-scale",
-                   "--gp-v-mean", "--gp-min-sn"):
+                   "--gp-v-mean", "--gp-min-sn", "--gp-hyper"):
         assert option in text, option
     assert main(["demo", "--help"]) == 0
     assert "--gp" in capsys.readouterr().out
