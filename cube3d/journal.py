@@ -42,6 +42,7 @@ from typing import Optional
 
 import numpy as np
 
+from .durable import fsync_dir
 from .errors import InputError
 from .maps import ModelBlocks, SpectraBlocks
 
@@ -91,18 +92,6 @@ def tree_digest(path) -> str:
 def _chunk_name(k: int) -> str:
     return f"chunk_{k:06d}.npz"
 
-
-def _fsync_dir(directory) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -286,7 +275,7 @@ class Journal:
                 json.dump({"key": self.key, "plan": meta}, fh, indent=1, default=_json_default)
                 fh.flush()
                 os.fsync(fh.fileno())
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             try:
                 os.rename(tmp, self.path)
             except OSError:
@@ -295,7 +284,7 @@ class Journal:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        _fsync_dir(parent)
+        fsync_dir(parent)
 
     def load_plan(self) -> tuple[dict, dict]:
         """``(arrays, meta)`` of the plan stored by :meth:`create`."""

@@ -47,6 +47,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from cube3d.durable import fsync_dir
 from cube3d.errors import InputError
 from cube3d.flags import (  # noqa: F401  (re-exported: the maps file documents them)
     FLAG_AT_BOUND,
@@ -579,18 +580,6 @@ def _unlink_quietly(path):
         pass
 
 
-def _fsync_dir(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
 
 def write_maps(maps, path, overwrite=False, model_cube=None, cube_header=None, spectra=None):
     """Write kinematic maps to one FITS file, atomically.
@@ -672,7 +661,7 @@ def write_maps(maps, path, overwrite=False, model_cube=None, cube_header=None, s
     finally:
         for tmp in temps:
             _unlink_quietly(tmp)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
