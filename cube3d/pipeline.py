@@ -192,10 +192,22 @@ def config_meta(prepare: PrepareConfig, fit: FitConfig) -> dict:
             continue  # how, not what
         if isinstance(value, Path):
             value = str(value)
-        elif isinstance(value, tuple):
+        elif isinstance(value, tuple) and all(np.ndim(v) == 0 for v in value):
             value = [float(v) for v in value]
+        elif not (value is None or isinstance(value, (str, bool, int, float, np.integer, np.floating))):
+            value = _describe_setting(value)  # an LSF table or object given in Python, not on the command line
         meta[name] = value
     return meta
+
+
+def _describe_setting(value) -> str:
+    """A short text for a setting that is an array table or an object (its digest is in :func:`run_key`)."""
+    if isinstance(value, tuple) and len(value) == 2:
+        wave, width = (np.asarray(v, dtype=float) for v in value)
+        if wave.ndim == 1 and wave.shape == width.shape and wave.size:
+            return (f"table of {wave.size} points, {np.nanmin(wave):.6g}-{np.nanmax(wave):.6g} A, "
+                    f"FWHM {np.nanmin(width):.4g}-{np.nanmax(width):.4g} A")
+    return f"{type(value).__name__} given in Python"
 
 
 def run_key(source, templates, redshift: float, prepare: PrepareConfig, fit: FitConfig,
