@@ -313,14 +313,22 @@ def configs_from_args(args, lsf):
 
 
 def _run_fit(args, cube, templates, output, lsf):
-    from .journal import journal_path_for
-    from .pipeline import check_gp_request, run_fit, write_run
+    from .pipeline import check_gp_request
+    from .runlock import output_lock
 
     gp = gp_config_from_args(args)
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers {args.workers}: must be a positive number of worker processes")
     prepare, fit = configs_from_args(args, lsf)
     check_gp_request(gp, prepare.target_sn)
+    with output_lock(output):  # one run per output (cube3d.runlock)
+        return _run_fit_locked(args, cube, templates, output, lsf, gp, prepare, fit)
+
+
+def _run_fit_locked(args, cube, templates, output, lsf, gp, prepare, fit):
+    from .journal import journal_path_for
+    from .pipeline import run_fit, write_run
+
     _check_output(output, args.overwrite, args.model_cube, inputs=(cube, templates, lsf))
     update, close = _progress(args.quiet)
     log = None if args.quiet else (lambda msg: print(f"cube3d: {msg}", file=sys.stderr))
