@@ -28,6 +28,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
+from .devices import THREADS_ENV, usable_cores
 from .errors import InputError
 
 __all__ = ["check_cluster_request", "dask_client", "fit_chunks_on_cluster", "SCHEDULER_TIMEOUT"]
@@ -89,12 +90,18 @@ def dask_client(workers: int = 0, scheduler: Optional[str] = None, log: Optional
         finally:
             client.close()
         return
+    # each worker fits its chunks on its share of the cores (its own threads, XLA's)
+    share = max(1, usable_cores() // int(workers))
+    env = {THREADS_ENV: str(share)}
+    if share == 1:
+        env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
     cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR)
+                           silence_logs=logging.ERROR, env=env)
     try:
         client = Client(cluster, set_as_default=False)
         try:
-            say(f"started a Dask LocalCluster of {workers} worker processes")
+            say(f"started a Dask LocalCluster of {workers} worker processes, {share} thread{'' if share == 1 else 's'} "
+                "each")
             yield client
         finally:
             client.close()

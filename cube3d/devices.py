@@ -15,11 +15,15 @@ Several CPU devices can be made for tests or to compare with a GPU::
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 from jax.sharding import Mesh, PartitionSpec
 
-__all__ = ["n_devices", "over_devices", "SPECTRA_AXIS"]
+__all__ = ["n_devices", "over_devices", "usable_cores", "SPECTRA_AXIS", "THREADS_ENV"]
+
+#: environment variable giving a process its share of the cores (set for Dask workers)
+THREADS_ENV = "CUBE3D_THREADS"
 
 #: name of the mesh axis along which spectra are split
 SPECTRA_AXIS = "spectra"
@@ -28,6 +32,23 @@ SPECTRA_AXIS = "spectra"
 def n_devices() -> int:
     """Number of devices of JAX's default backend in this process."""
     return len(jax.devices())
+
+
+def usable_cores() -> int:
+    """Cores this process should use for its threads of chunks.
+
+    ``$CUBE3D_THREADS`` when set (each worker of ``--workers N`` gets its share of the
+    machine, :mod:`cube3d.cluster`), else the cores the process may run on (its CPU
+    affinity: a SLURM allocation or ``taskset``, which ``os.cpu_count`` ignores), else
+    ``os.cpu_count()``.
+    """
+    given = os.environ.get(THREADS_ENV, "").strip()
+    if given.isdigit() and int(given) >= 1:
+        return int(given)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _shard_map(fn, mesh, in_specs, out_specs):

@@ -64,7 +64,6 @@ a shift of one ln-lambda pixel is ``velscale`` km/s (``V = c * Delta ln lambda``
 from __future__ import annotations
 
 import functools
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Optional
 
@@ -75,7 +74,7 @@ from jax import lax
 
 from . import losvd
 from .basis import svd_basis
-from .devices import n_devices, over_devices
+from .devices import n_devices, over_devices, usable_cores
 from .errors import InputError
 from .linalg import restricted_solve, spd_inverse
 from .spectral_model import (
@@ -164,7 +163,8 @@ class FitConfig(NamedTuple):
     chunk_size : int
         Spectra per compiled batch (static shape; sets the peak memory).
     n_threads : int or None
-        Chunks fitted concurrently (default: the number of CPU cores); peak memory
+        Chunks fitted concurrently (default: the cores this process may use,
+        :func:`cube3d.devices.usable_cores`); peak memory
         grows with ``n_threads * chunk_size``.
     """
 
@@ -756,7 +756,7 @@ def _run_chunks(fn, arrays, config, progress=None, devices=1):
 
     if progress is not None:
         progress(0, n_spec)
-    n_threads = max(1, min(int(config.n_threads or os.cpu_count() or 1), len(starts)))
+    n_threads = max(1, min(int(config.n_threads or usable_cores()), len(starts)))
     outputs = []
     if n_threads == 1:
         for start in starts:

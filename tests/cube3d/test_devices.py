@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from cube3d.devices import n_devices, over_devices
+from cube3d.devices import THREADS_ENV, n_devices, over_devices, usable_cores
 from cube3d.fit import FitConfig, FitInput, fit_spectra, local_quadratic
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent(
     import numpy as np
 
     jax.config.update("jax_enable_x64", True)
-    from cube3d.devices import n_devices, over_devices
+    from cube3d.devices import THREADS_ENV, n_devices, over_devices, usable_cores
     from cube3d.fit import FitConfig, FitInput, fit_spectra, local_quadratic
 
     data = np.load(sys.argv[1])
@@ -87,3 +87,13 @@ def test_one_device_is_the_function_itself():
     assert over_devices(fn, 1, 1) is fn
     with pytest.raises(ValueError, match="devices asked for"):
         jax.jit(over_devices(fn, 1, n_devices() + 1))(np.arange(4.0))
+
+
+def test_usable_cores_honours_the_share_and_the_affinity(monkeypatch):
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert usable_cores() == 3  # a Dask worker's share
+    monkeypatch.setenv(THREADS_ENV, "zero")  # not a count: ignored
+    expected = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert usable_cores() == expected
+    monkeypatch.delenv(THREADS_ENV)
+    assert usable_cores() == expected

@@ -200,3 +200,12 @@ def test_an_error_on_a_worker_is_one_line(running_cluster, tmp_path):
         with pytest.raises(InputError, match=r"^chunk 1 on a Dask worker: Permission denied \(.*chunk_000001.npz\); "
                                              r"the workers must reach the cube and .* at the same paths"):
             fit_chunks_on_cluster(client, failing_chunk, tmp_path, [1], [8], keep_spectra=False)
+
+
+def test_local_workers_share_the_cores():
+    """Each of N local workers fits on its share of the cores, not all of them (no oversubscription)."""
+    from cube3d.devices import usable_cores
+
+    share = max(1, usable_cores() // 2)
+    with dask_client(workers=2) as client:
+        assert sorted(client.run(usable_cores).values()) == [share, share]
