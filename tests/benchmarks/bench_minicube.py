@@ -115,6 +115,18 @@ def worker(args):
     print("RESULT " + json.dumps(out))
 
 
+
+def _timed_run(cmd, args):
+    """Run ``cmd`` (with the options ``--wave-range`` / ``--n-basis`` of ``args``) in a fresh
+    process: ``(CompletedProcess, wall seconds)``."""
+    if args.wave_range:
+        cmd = cmd + ["--wave-range", *map(str, args.wave_range)]
+    if args.n_basis:
+        cmd = cmd + ["--n-basis", str(args.n_basis)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    return proc, time.perf_counter() - t0
+
 def run_cli(args):
     """Time ``cube3d fit`` (this checkout) on the cube in a fresh process; returns the
     wall time and the maps (V, SIGMA, H3, H4 and errors, FLAG)."""
@@ -126,13 +138,7 @@ def run_cli(args):
     cmd = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); from cube3d.cli import main; "
            "raise SystemExit(main(sys.argv[1:]))", "fit", args.cube, "--templates", args.templates,
            "-z", str(args.redshift), "-o", out, "--moments", str(args.moments), "--quiet"]
-    if args.wave_range:
-        cmd += ["--wave-range", *map(str, args.wave_range)]
-    if args.n_basis:
-        cmd += ["--n-basis", str(args.n_basis)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    proc, wall = _timed_run(cmd, args)
     if proc.returncode != 0:
         print(proc.stdout[-2000:], proc.stderr[-4000:])
         raise SystemExit(f"cube3d fit failed (exit {proc.returncode})")
@@ -230,13 +236,7 @@ def main(argv=None):
     for cs in args.chunk_sizes:
         cmd = [sys.executable, __file__, "--worker", "--chunk-size", str(cs), "--moments", str(args.moments),
                "--templates", args.templates, "--redshift", str(args.redshift), "--cube", args.cube]
-        if args.wave_range:
-            cmd += ["--wave-range", *map(str, args.wave_range)]
-        if args.n_basis:
-            cmd += ["--n-basis", str(args.n_basis)]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
+        proc, wall = _timed_run(cmd, args)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not line:
             print(proc.stdout[-2000:], proc.stderr[-4000:])
