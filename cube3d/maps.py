@@ -162,7 +162,8 @@ class KinematicMaps:
         ``"SPEC"``, ``"MODEL"``, ``"WEIGHT"`` (n_bin, n_pix); row ``i`` is the bin with
         ``BINID == i``.  ``WEIGHT == 0`` marks masked pixels.
 
-    Arrays are copied and made read-only.
+    Arrays are copied and made read-only, except read-only float spectra (such as the
+    memory-mapped ones of :func:`read_maps`), which are kept without a copy.
     """
 
     maps: dict
@@ -238,8 +239,11 @@ def _check_spectra(spectra):
         raise InputError(f"KinematicMaps: spectra 'LOGLAM' must be 1-D, got shape {loglam.shape}")
     out["LOGLAM"] = loglam
     for k in SPECTRA_NAMES[1:]:
-        a = np.asarray(spectra[k])  # float32 stays float32 (halves the file), others become float64
-        a = np.array(a, dtype=np.float32 if a.dtype.kind == "f" and a.dtype.itemsize == 4 else np.float64)
+        a = np.asarray(spectra[k])
+        if not (a.dtype.kind == "f" and a.dtype.itemsize in (4, 8) and not a.flags.writeable):
+            # float32 stays float32 (halves the file), others become float64; read-only
+            # float arrays (the memory-mapped rows of read_maps) are kept as they are
+            a = np.array(a, dtype=np.float32 if a.dtype.kind == "f" and a.dtype.itemsize == 4 else np.float64)
         if a.ndim != 2 or a.shape[1] != loglam.size:
             raise InputError(f"KinematicMaps: spectra {k!r} must have shape (n_bin, {loglam.size}), got {a.shape}")
         out[k] = a
@@ -681,6 +685,9 @@ def read_maps(path):
     Returns
     -------
     KinematicMaps
+        The maps in memory; the per-bin spectra (``LOGLAM``, ``SPEC``, ``MODEL``,
+        ``WEIGHT``), when present, memory-mapped and read-only, so that a whole cube's
+        spectra (GB) are read from disk only where used (one bin's plot reads one row).
 
     Raises
     ------
@@ -691,7 +698,7 @@ def read_maps(path):
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
-        hdul = fits.open(path, memmap=False)
+        hdul = fits.open(path, memmap=True)
     except Exception as exc:  # astropy raises OSError/ValueError/TypeError for junk
         raise InputError(f"{path}: not a readable FITS file ({type(exc).__name__}: {exc})") from None
     with hdul:
@@ -702,7 +709,9 @@ def read_maps(path):
             if not isinstance(hdu, fits.ImageHDU) or hdu.data is None:
                 continue
             if name in SPECTRA_NAMES:
-                spectra[name] = np.array(hdu.data)
+                rows = hdu.data  # memory-mapped; stays readable after the file is closed
+                rows.setflags(write=False)
+                spectra[name] = rows
                 continue
             if hdu.data.ndim != 2:
                 continue

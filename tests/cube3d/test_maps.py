@@ -90,7 +90,7 @@ def test_round_trip(tmp_path):
     assert r.maps["BINID"].dtype.kind == "i" and r.maps["FLAG"].dtype.kind == "i"
     for k in mapsmod.SPECTRA_NAMES:
         np.testing.assert_array_equal(r.spectra[k], m.spectra[k])
-        assert r.spectra[k].dtype == np.float64
+        assert r.spectra[k].dtype.type is np.float64  # FITS byte order (memory-mapped), double precision
     for k, v in m.meta.items():
         assert r.meta[k] == v
     assert r.meta["version"] == cube3d.__version__
@@ -103,8 +103,34 @@ def test_float32_spectra_kept(tmp_path):
     sp = {k: (v if k == "LOGLAM" else v.astype(np.float32)) for k, v in m.spectra.items()}
     m32 = KinematicMaps(dict(m.maps), {}, m.wcs, meta={}, spectra=sp)
     r = read_maps(write_maps(m32, tmp_path / "m.fits"))
-    assert r.spectra["SPEC"].dtype == np.float32 and r.spectra["LOGLAM"].dtype == np.float64
+    assert r.spectra["SPEC"].dtype.type is np.float32 and r.spectra["LOGLAM"].dtype == np.float64
     np.testing.assert_array_equal(r.spectra["MODEL"], sp["MODEL"])
+
+
+def test_read_maps_maps_the_spectra_without_reading_them(tmp_path):
+    """A whole cube's per-bin spectra are GB: read_maps memory-maps them (read-only), so
+    reading the file and one bin's row costs a small fraction of their size."""
+    import tracemalloc
+
+    m = make_maps()
+    n_bin, n_pix = 3000, 1000  # 3 x 12 MB in float32
+    rng = np.random.default_rng(3)
+    sp = {"LOGLAM": np.linspace(8.4, 8.7, n_pix)}
+    for k in ("SPEC", "MODEL", "WEIGHT"):
+        sp[k] = rng.normal(size=(n_bin, n_pix)).astype(np.float32)
+    path = write_maps(KinematicMaps(dict(m.maps), {}, m.wcs, meta={}, spectra=sp), tmp_path / "big.fits")
+    tracemalloc.start()
+    r = read_maps(path)
+    row = np.array(r.spectra["MODEL"][1234])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    size = sum(sp[k].nbytes for k in ("SPEC", "MODEL", "WEIGHT"))
+    print(f"read_maps peak {peak / 1e6:.2f} MB for {size / 1e6:.0f} MB of spectra")
+    assert peak < 0.05 * size
+    np.testing.assert_array_equal(row, sp["MODEL"][1234])
+    np.testing.assert_array_equal(r.spectra["WEIGHT"], sp["WEIGHT"])
+    with pytest.raises(ValueError):
+        r.spectra["SPEC"][0, 0] = 1.0  # read-only: the file cannot be changed through it
 
 
 def test_units_defaults():
