@@ -479,6 +479,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, *, 
 def _dispatch(args):
     """Run the parsed command; user errors become one line and status 2."""
     try:
+        if args.command in ("fit", "demo", "dynamics"):
+            from .compile_cache import enable_compile_cache
+
+            enable_compile_cache()  # programs compiled by earlier runs are loaded, not compiled again
         if args.command == "fit":
             if not Path(args.cube).exists():
                 raise InputError(f"cube file {args.cube} not found")

@@ -28,6 +28,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
+from .compile_cache import CACHE_ENV, active_cache_dir
 from .devices import THREADS_ENV, usable_cores
 from .errors import InputError
 
@@ -93,6 +94,8 @@ def dask_client(workers: int = 0, scheduler: Optional[str] = None, log: Optional
     # each worker fits its chunks on its share of the cores (its own threads, XLA's)
     share = max(1, usable_cores() // int(workers))
     env = {THREADS_ENV: str(share)}
+    cache = active_cache_dir()  # the workers load and store compiled programs where this process does
+    env[CACHE_ENV] = str(cache) if cache is not None else "off"
     if share == 1:
         env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
     cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True, dashboard_address=None,

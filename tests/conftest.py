@@ -1,9 +1,18 @@
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 # One BLAS thread for scipy/numpy: JAX keeps both cores busy, and oversubscribed OpenBLAS
 # threads slow the small dense solves of the reference computations by 10-100x.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+# The command line keeps compiled programs in a persistent cache (cube3d.compile_cache): the
+# tests' runs share one of their own, removed at exit, instead of the user's.
+_XLA_CACHE = tempfile.mkdtemp(prefix="cube3d-tests-xla-")
+os.environ.setdefault("CUBE3D_CACHE_DIR", _XLA_CACHE)
+atexit.register(shutil.rmtree, _XLA_CACHE, True)
 
 import jax  # noqa: E402
 import pytest

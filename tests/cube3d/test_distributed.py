@@ -209,3 +209,19 @@ def test_local_workers_share_the_cores():
     share = max(1, usable_cores() // 2)
     with dask_client(workers=2) as client:
         assert sorted(client.run(usable_cores).values()) == [share, share]
+
+
+def test_local_workers_use_the_compile_cache_of_the_client(monkeypatch, tmp_path):
+    """Local workers load and store compiled programs where the client does (or nowhere)."""
+    from cube3d.compile_cache import CACHE_ENV
+
+    def cache_env():
+        return os.environ.get(CACHE_ENV)
+
+    monkeypatch.setattr(cube3d.cluster, "active_cache_dir", lambda: tmp_path / "xla")
+    with dask_client(workers=2) as client:
+        assert set(client.run(cache_env).values()) == {str(tmp_path / "xla")}
+    monkeypatch.setattr(cube3d.cluster, "active_cache_dir", lambda: None)
+    with dask_client(workers=1) as client:
+        assert set(client.run(cache_env).values()) == {"off"}
+
