@@ -84,7 +84,8 @@ def enable_compile_cache(path=None) -> Optional[Path]:
     global _active
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
-    jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+    if "jax_compilation_cache_max_size" in jax.config.values:  # not in every JAX the project accepts
+        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
     _active = folder
     return folder
 

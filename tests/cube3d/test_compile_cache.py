@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cube3d.compile_cache import CACHE_ENV, cache_dir_from_env, enable_compile_cache
+from cube3d.compile_cache import CACHE_ENV, CACHE_MAX_BYTES, cache_dir_from_env, enable_compile_cache
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,7 @@ _PROBE = textwrap.dedent("""
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # cache even this small program
     f = jax.jit(lambda x: jnp.cumsum(jnp.sin(x) ** 2) @ jnp.cos(x))
     print(json.dumps({"folder": str(folder), "hits": len(hits), "value": float(f(jnp.arange(64.0))),
-                      "after": len(hits)}))
+                      "after": len(hits), "max_size": jax.config.values.get("jax_compilation_cache_max_size")}))
 """)
 
 
@@ -63,6 +63,7 @@ def test_a_second_process_loads_what_the_first_compiled(tmp_path):
     folder = tmp_path / "xla"
     first = _probe(folder)
     assert first["folder"] == str(folder) and first["after"] == 0  # compiled, then stored
+    assert first["max_size"] == CACHE_MAX_BYTES  # least recently used programs evicted beyond it
     stored = sorted(p.name for p in folder.iterdir())
     assert stored
     second = _probe(folder)
