@@ -42,6 +42,7 @@ import numpy as np
 
 from . import __version__
 from .cluster import check_cluster_request, dask_client, fit_chunks_on_cluster
+from .compile_cache import CACHE_ENV, active_cache_dir, enable_compile_cache
 from .constants import C_KMS
 from .errors import InputError, ResultWarning
 from .fit import FitConfig, FitResult, fit_spectra, losvd_family, validate_config
@@ -60,7 +61,6 @@ from .io.source import open_cube
 from .journal import (PER_PIXEL, SPECTRA_KEYS, Journal, JournalModel, JournalSpectra, MemoryJournal, gather_results,
                       spectra_in_memory, tree_digest)
 from .maps import KinematicMaps, write_maps
-from .compile_cache import CACHE_ENV, enable_compile_cache
 from .precision import enable_x64
 from .prepare import PrepareConfig, PreparedData, check_degrees, validate_prepare_config
 from .stream import READ_BLOCK, STREAM_SPECTRA, CubePlan, materialise, plan_cube, prepare_chunk
@@ -545,8 +545,8 @@ def fit_journal_chunk(journal, k: int, *, keep_spectra: bool = False) -> None:
     the unit of work a scheduler (Dask) can hand to any process.
     """
     enable_x64()
-    if os.environ.get(CACHE_ENV):  # a worker of cube3d's LocalCluster, or one told where the cache is
-        enable_compile_cache()
+    if os.environ.get(CACHE_ENV) and active_cache_dir() is None:
+        enable_compile_cache()  # once per worker of cube3d's LocalCluster (or one told where the cache is)
     key = Journal(journal, {}).stored_key()
     settings = key["settings"]
     source = open_cube(key["cube"]["path"], layout=settings.get("layout", "auto"))

@@ -115,7 +115,6 @@ def worker(args):
     print("RESULT " + json.dumps(out))
 
 
-
 def _timed_run(cmd, args, env=None):
     """Run ``cmd`` (with the options ``--wave-range`` / ``--n-basis`` of ``args``) in a fresh
     process, with ``env`` added to the environment: ``(CompletedProcess, wall seconds)``."""
@@ -126,6 +125,7 @@ def _timed_run(cmd, args, env=None):
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     return proc, time.perf_counter() - t0
+
 
 def run_cli(args):
     """Time ``cube3d fit`` (this checkout) on the cube in a fresh process; returns the
