@@ -79,7 +79,7 @@ class _Problem(NamedTuple):
     hi: numpy.ndarray
     potential: object          # jitted u -> (-log p, -grad)
     constrain: object          # jitted u -> dict of parameters
-    log_density: object        # u -> log p (not jitted; for NUTS's own jit)
+    log_density: object        # u -> log p (not jitted)
 
     def to_unconstrained(self, point):
         x = numpy.array([float(point[n]) for n in self.names])
@@ -291,7 +291,9 @@ def fit_nuts(key, ifu, discrete, config, *, num_warmup=500, num_samples=500, num
     init_params = jnp.asarray(starts if num_chains > 1 else starts[0])
     # the Laplace covariance starts the (dense) mass-matrix adaptation: warm-up then begins with
     # steps of the posterior's own scales instead of unit ones
-    kernel = NUTS(potential_fn=lambda u: -prob.log_density(u), dense_mass=True,
+    # jitted: numpyro's initialisation evaluates the potential and its gradient outside its own
+    # compiled loop, which would otherwise dispatch (and compile) the JAM code operation by operation
+    kernel = NUTS(potential_fn=jax.jit(lambda u: -prob.log_density(u)), dense_mass=True,
                   inverse_mass_matrix=jnp.asarray(0.5 * cov), target_accept_prob=target_accept_prob,
                   max_tree_depth=max_tree_depth)
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
