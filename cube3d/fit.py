@@ -99,6 +99,7 @@ __all__ = [
     "FitResult",
     "fit_spectra",
     "local_quadratic",
+    "profiled_chi2",
     "legendre_basis",
     "losvd_family",
     "validate_config",
@@ -854,6 +855,64 @@ def local_quadratic(data, kinematics, config=FitConfig()):
         cov=out["cov"] * (units[:, None] * units[None, :]),
         model=out["model"],
     )
+
+
+def _profiled_chi2_one(galaxy, w, kins, problem, static):
+    """Profiled chi^2 of one spectrum at each row of ``kins`` (n_points, n_kin), in turn
+    (one profiled solve in memory at a time)."""
+    spec = _Spectrum(problem, static, galaxy)
+    lower, upper = problem.lower[: spec.n_kin], problem.upper[: spec.n_kin]
+    return dict(chi2=lax.map(lambda kin: spec.profiled(jnp.clip(kin, lower, upper), w)[1], kins))
+
+
+@functools.partial(jax.jit, static_argnames=("static", "devices"))
+def _profiled_chi2_chunk(galaxy, w, kins, problem, static, devices=1):
+    """:func:`_profiled_chi2_one` over a chunk of spectra, split over ``devices`` devices."""
+    one = jax.vmap(functools.partial(_profiled_chi2_one, static=static), in_axes=(0, 0, 0, None))
+    return over_devices(one, 3, devices)(galaxy, w, kins, problem)
+
+
+def profiled_chi2(data, kinematics, config=FitConfig()):
+    """Profiled chi^2 of many spectra, each at several given kinematics.
+
+    The spectra's likelihood ``exp(-chi^2 / 2)`` away from its optimum, where the
+    quadratic model of :func:`local_quadratic` may not hold (e.g. along a grid in V for
+    the joint spatial fit, :mod:`cube3d.spatial.joint`).  Template weights and additive
+    polynomials are re-solved (non-negative) at every point, on the templates themselves.
+
+    Parameters
+    ----------
+    data : cube3d.prepare.PreparedData or FitInput
+        As for :func:`fit_spectra`.
+    kinematics : array (n_spec, n_points, n_kin)
+        V, sigma (km/s) and the shape parameters of ``config.losvd`` at which each
+        spectrum is evaluated; clipped to the fit bounds.
+    config : FitConfig
+        ``mdegree`` must be 0.
+
+    Returns
+    -------
+    ndarray (n_spec, n_points)
+        chi^2 over the spectrum's good pixels.
+    """
+    data = _as_input(data)
+    family = validate_config(config)
+    if config.mdegree > 0:
+        raise InputError(f"mdegree={config.mdegree}: profiled chi^2 profiles additive polynomials only; use mdegree=0")
+    n_kin = family.n_params
+    kinematics = np.asarray(kinematics, dtype=np.float64)
+    n_spec, n_pix = data.spectra.shape
+    if kinematics.ndim != 3 or kinematics.shape[0] != n_spec or kinematics.shape[2] != n_kin:
+        raise InputError(f"kinematics: expected shape ({n_spec}, n_points, {n_kin}), got {kinematics.shape}")
+    problem, n_fft, _ = _problem_for(data, config._replace(svd_tol=None), family)
+    static = _Static(family=family, offset=data.template_offset, n_pix=n_pix, n_fft=n_fft, n_iter=1,
+                     clip=None, use_xcorr=False, step_limit=1.0, start_dchi2=0.0, chi2_rtol=1.0, param_rtol=1.0)
+    units = np.ones(n_kin)
+    units[:2] = data.velscale
+    devices = n_devices()
+    out = _run_chunks(lambda g, w, k: _profiled_chi2_chunk(g, w, k, problem, static, devices),
+                      (data.spectra, data.ivar, kinematics / units), config, devices=devices)
+    return out["chi2"]
 
 
 def _to_result(out, family, n_tpl, config, velscale):
