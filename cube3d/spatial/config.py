@@ -73,6 +73,13 @@ class GPConfig(NamedTuple):
         leave unknown about amplitudes, length scales, error factor and mean;
         ``"none"`` plugs in the mode (type-II MAP), which is overconfident when an
         amplitude is poorly constrained.
+    v_likelihood_grid : int
+        Joint-MAP tier: the V data behind the reported errors are the mean and variance
+        of each spectrum's profiled likelihood ``exp(-chi^2 / 2)`` on this many points
+        across the joint mode +- 4 Laplace errors (other parameters at the mode), so a
+        likelihood that is wider, skewed or two-humped at low S/N counts as such;
+        0 uses the quadratic (Laplace) approximation at the mode instead
+        (:mod:`cube3d.spatial.joint`).
     n_outer : int
         Outer iterations of the joint-MAP tier (hyperparameter updates).
     n_inner : int
@@ -97,6 +104,7 @@ class GPConfig(NamedTuple):
     noise_scale_range: Optional[tuple] = (0.5, 5.0)
     clip: Optional[float] = 5.0
     hyper_integration: str = "ccd"
+    v_likelihood_grid: int = 17
     n_outer: int = 3
     n_inner: int = 4
     num_warmup: int = 300
@@ -137,6 +145,9 @@ def validate_gp_config(config: GPConfig):
         v = getattr(config, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise InputError(f"gp {name}={v!r}: must be a positive integer")
+    v = config.v_likelihood_grid
+    if not isinstance(v, int) or isinstance(v, bool) or not (v == 0 or v >= 5):
+        raise InputError(f"gp v_likelihood_grid={v!r}: must be 0 (Laplace) or an integer >= 5")
     if config.tier == "nuts" and config.v_mean != "constant":
         raise InputError("gp tier 'nuts' supports v_mean='constant' only; use tier 'two_step' or 'joint_map' for a disk mean")
     if config.solver == "kronecker" and (not config.separable or spec.n_terms != 1):

@@ -31,7 +31,9 @@ Usage (2 cores: about 1.5 min per spectral seed)::
     python tests/benchmarks/validate_gp_coverage.py --sets fields    # seconds
     python tests/benchmarks/validate_gp_coverage.py --plugin         # type-II MAP errors
 
-``--plugin`` sets ``GPConfig.hyper_integration = "none"`` (the errors before issue 11).
+``--plugin`` sets ``GPConfig.hyper_integration = "none"`` (the errors before issue 11);
+``--laplace-v`` sets ``GPConfig.v_likelihood_grid = 0`` (the joint tier's V data from the
+quadratic at the mode, as before the likelihood's moments were used).
 The numbers measured with and without it are in ``tests/benchmarks/README.md``.
 """
 
@@ -53,11 +55,17 @@ def _setup():
     jax.config.update("jax_enable_x64", True)
 
 
+#: ``--laplace-v``: the joint tier's V data from the quadratic at the mode (set by main)
+LAPLACE_V = False
+
+
 def _config(plugin, **kw):
     from cube3d.spatial import GPConfig
 
     if plugin and "hyper_integration" in GPConfig._fields:
         kw["hyper_integration"] = "none"
+    if LAPLACE_V and "v_likelihood_grid" in GPConfig._fields:
+        kw["v_likelihood_grid"] = 0
     return GPConfig(**kw)
 
 
@@ -202,9 +210,13 @@ def main(argv=None):
     p.add_argument("--scale-large", type=float, default=5.0, help="true length scale of the large set (spaxels)")
     p.add_argument("--tiers", nargs="+", default=["two_step", "joint_map"], choices=["two_step", "joint_map"])
     p.add_argument("--plugin", action="store_true", help="type-II MAP errors (hyper_integration='none')")
+    p.add_argument("--laplace-v", action="store_true",
+                   help="joint tier: V data from the Laplace quadratic at the mode (v_likelihood_grid=0)")
     p.add_argument("--json", help="write every row to this file")
     p.add_argument("--cache", help="folder for the per-spaxel fits (reused when present)")
     args = p.parse_args(argv)
+    global LAPLACE_V
+    LAPLACE_V = args.laplace_v
     _setup()
     all_rows = {}
     t0 = time.perf_counter()
