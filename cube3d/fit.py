@@ -830,24 +830,7 @@ def local_quadratic(data, kinematics, config=FitConfig()):
         ``hess`` (n_spec, n_kin, n_kin) of the Gauss-Newton Hessian of chi^2/2 and
         ``cov`` its inverse, in the units of ``kinematics``; ``model`` (n_spec, n_pix).
     """
-    data = _as_input(data)
-    family = validate_config(config)
-    if config.mdegree > 0:
-        raise InputError(f"mdegree={config.mdegree}: the joint spatial fit profiles additive polynomials only; use mdegree=0")
-    n_kin = family.n_params
-    kinematics = np.asarray(kinematics, dtype=np.float64)
-    n_spec, n_pix = data.spectra.shape
-    if kinematics.shape != (n_spec, n_kin):
-        raise InputError(f"kinematics: expected shape {(n_spec, n_kin)}, got {kinematics.shape}")
-    # one evaluation per spectrum: the templates themselves (no compressed library)
-    problem, n_fft, _ = _problem_for(data, config._replace(svd_tol=None), family)
-    static = _Static(family=family, offset=data.template_offset, n_pix=n_pix, n_fft=n_fft, n_iter=1,
-                     clip=None, use_xcorr=False, step_limit=1.0, start_dchi2=0.0, chi2_rtol=1.0, param_rtol=1.0)
-    units = np.ones(n_kin)
-    units[:2] = data.velscale
-    devices = n_devices()
-    out = _run_chunks(lambda g, w, k: _local_quadratic_chunk(g, w, k, problem, static, devices),
-                      (data.spectra, data.ivar, kinematics / units), config, devices=devices)
+    out, units = _at_kinematics(_local_quadratic_chunk, data, kinematics, config, points=False)
     return dict(
         chi2=out["chi2"],
         grad=out["grad"] / units,
@@ -895,24 +878,35 @@ def profiled_chi2(data, kinematics, config=FitConfig()):
     ndarray (n_spec, n_points)
         chi^2 over the spectrum's good pixels.
     """
+    return _at_kinematics(_profiled_chi2_chunk, data, kinematics, config, points=True)[0]["chi2"]
+
+
+def _at_kinematics(chunk_fn, data, kinematics, config, points):
+    """Run ``chunk_fn`` (a compiled per-chunk evaluation at fixed kinematics) over all
+    spectra of ``data`` at ``kinematics`` (km/s; ``(n_spec, n_kin)``, or ``(n_spec,
+    n_points, n_kin)`` with ``points``), checked; returns its outputs and the units (km/s
+    per pixel for V and sigma, 1 for the rest) the kinematics were divided by."""
     data = _as_input(data)
     family = validate_config(config)
     if config.mdegree > 0:
-        raise InputError(f"mdegree={config.mdegree}: profiled chi^2 profiles additive polynomials only; use mdegree=0")
+        raise InputError(f"mdegree={config.mdegree}: the spectra are profiled over additive polynomials only; "
+                         "use mdegree=0")
     n_kin = family.n_params
     kinematics = np.asarray(kinematics, dtype=np.float64)
     n_spec, n_pix = data.spectra.shape
-    if kinematics.ndim != 3 or kinematics.shape[0] != n_spec or kinematics.shape[2] != n_kin:
-        raise InputError(f"kinematics: expected shape ({n_spec}, n_points, {n_kin}), got {kinematics.shape}")
+    expected = f"({n_spec}, n_points, {n_kin})" if points else str((n_spec, n_kin))
+    if kinematics.ndim != (3 if points else 2) or kinematics.shape[0] != n_spec or kinematics.shape[-1] != n_kin:
+        raise InputError(f"kinematics: expected shape {expected}, got {kinematics.shape}")
+    # one evaluation per spectrum and point: the templates themselves (no compressed library)
     problem, n_fft, _ = _problem_for(data, config._replace(svd_tol=None), family)
     static = _Static(family=family, offset=data.template_offset, n_pix=n_pix, n_fft=n_fft, n_iter=1,
                      clip=None, use_xcorr=False, step_limit=1.0, start_dchi2=0.0, chi2_rtol=1.0, param_rtol=1.0)
     units = np.ones(n_kin)
     units[:2] = data.velscale
     devices = n_devices()
-    out = _run_chunks(lambda g, w, k: _profiled_chi2_chunk(g, w, k, problem, static, devices),
+    out = _run_chunks(lambda g, w, k: chunk_fn(g, w, k, problem, static, devices),
                       (data.spectra, data.ivar, kinematics / units), config, devices=devices)
-    return out["chi2"]
+    return out, units
 
 
 def _to_result(out, family, n_tpl, config, velscale):
