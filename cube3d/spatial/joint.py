@@ -119,10 +119,14 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig = GPConfi
         f[name] = np.log(g.mean) if name in LOG_FIELDS else np.array(g.mean)
         hyper[name] = g.hyper
 
-    def quadratic():
+    def kinematics():
+        """The current fields as one row of kinematics per spectrum (one spaxel per row)."""
         kin = np.zeros((prepared.n_spec, len(names)))
-        kin[rows] = np.stack([_natural(n, f[n])[has_spec] for n in names], axis=1)  # one spaxel per row
-        q = local_quadratic(prepared, kin, fit_config)
+        kin[rows] = np.stack([_natural(n, f[n])[has_spec] for n in names], axis=1)
+        return kin
+
+    def quadratic():
+        q = local_quadratic(prepared, kinematics(), fit_config)
         grad = np.zeros((ny, nx, len(names)))
         hess = np.zeros((ny, nx, len(names), len(names)))
         grad[has_spec] = q["grad"][rows]
@@ -160,9 +164,8 @@ def gp_joint_map(prepared, fit_result, fit_config, gp_config: GPConfig = GPConfi
         lo = np.clip(f["V"] - 4.0 * err, -v_max, v_max)
         hi = np.clip(f["V"] + 4.0 * err, -v_max, v_max)
         grid = lo[..., None] + (hi - lo)[..., None] * np.linspace(0.0, 1.0, gp_config.v_likelihood_grid)
-        kin = np.zeros((prepared.n_spec, grid.shape[-1], len(names)))
-        for k, n in enumerate(names):
-            kin[rows, :, k] = grid[has_spec] if n == "V" else _natural(n, f[n])[has_spec][:, None]
+        kin = np.repeat(kinematics()[:, None, :], grid.shape[-1], axis=1)
+        kin[rows, :, names.index("V")] = grid[has_spec]
         c2 = np.full(grid.shape, np.inf)
         c2[has_spec] = profiled_chi2(prepared, kin, fit_config)[rows]
         mean, var = likelihood_moments(c2, grid)
