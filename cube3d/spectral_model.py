@@ -38,7 +38,9 @@ __all__ = [
     "reduce_coef",
     "expand",
     "linear_solve",
+    "ft_jacobian",
     "kinematic_jacobian",
+    "residual_curvature",
     "template_gradient",
     "start_velocity",
     "laplace_covariance",
@@ -295,15 +297,70 @@ def reduce_coef(problem, coef):
     return jnp.concatenate([basis_weights(problem, coef[:n_tpl]), coef[n_tpl:]])
 
 
-def kinematic_jacobian(problem, ft_fn, kin, weights, offset, n_pix, n_fft, single=False):
+def ft_jacobian(problem, ft_fn, kin):
+    """d L_hat / d kin at the problem's frequencies, computed once per spectrum:
+    (n_freq, n_kin) complex (forward mode over the few parameters)."""
+    return _materialize(jax.jacfwd(lambda k: ft_fn(problem.omega, k))(kin))
+
+
+def kinematic_jacobian(problem, ft_fn, kin, weights, offset, n_pix, n_fft, single=False, dlhat=None):
     """d model / d kin at fixed weights of the basis spectra (:func:`basis_weights`), before
     the multiplicative polynomial: (n_kin, n_pix).  The weighted sum is transformed once,
-    then multiplied by the derivative of the LOSVD transform (forward-mode over the few
-    parameters)."""
+    then multiplied by the derivative of the LOSVD transform (``dlhat``, default
+    :func:`ft_jacobian`)."""
     combined_ft = weights @ problem.template_ft  # (n_freq,)
-    dlhat = _materialize(jax.jacfwd(lambda k: ft_fn(problem.omega, k))(kin))  # (n_freq, n_kin)
+    dlhat = ft_jacobian(problem, ft_fn, kin) if dlhat is None else dlhat  # (n_freq, n_kin)
     dfull = _irfft(combined_ft[None, :] * dlhat.T, n_fft, single)
     return lax.dynamic_slice_in_dim(dfull, offset, n_pix, axis=-1)
+
+
+def _parseval_weights(v, offset, n_pix, n_fft):
+    """``c_k conj(V_k) / n_fft`` for a pixel vector ``v`` placed at ``offset`` in ``n_fft``
+    zeros, with ``c_k`` 1 at frequency 0 and Nyquist and 2 elsewhere: then
+    ``<irfft(X)[offset:offset + n_pix], v> = Re sum_k X_k * (this)_k`` for any real
+    spectrum's transform ``X`` (Parseval's theorem for the real FFT)."""
+    u = jnp.zeros(n_fft, dtype=v.dtype).at[offset : offset + n_pix].set(v)
+    uhat = jnp.fft.rfft(u)
+    c = jnp.full(uhat.shape, 2.0).at[0].set(1.0)
+    if n_fft % 2 == 0:
+        c = c.at[-1].set(1.0)
+    return c * jnp.conj(uhat) / n_fft
+
+
+def residual_curvature(problem, ft_hessian, kin, weights, v, dlhat, offset, n_pix, n_fft):
+    """The second-order terms of a spectrum's chi^2 Hessian that Gauss-Newton drops.
+
+    The Hessian of ``chi^2 / 2 = sum_i w_i r_i^2 / 2`` (``r = galaxy - model``) is
+    ``J^T W J - sum_i w_i r_i d2 model_i``; Gauss-Newton keeps the first term only, and
+    converges linearly where the second is not small against it (Nocedal & Wright 2006,
+    sect. 10.3).  The model's second derivatives involving the LOSVD are those of the
+    convolved basis, ``d2 (T_b * L) / d kin_j d kin_l`` and ``d (T_b * L) / d kin_j``;
+    their inner products with ``v = W r`` (times the multiplicative polynomial) come from
+    one transform of ``v`` by Parseval's theorem (as in :func:`template_gradient`).
+
+    Parameters
+    ----------
+    ft_hessian : callable
+        ``ft_hessian(omega, kin, c)``: Hessian of ``Re sum(c * L_hat(omega, kin))``
+        (:meth:`cube3d.losvd.LOSVDFamily.ft_hessian`).
+    weights : (n_basis,)
+        Weights of the basis spectra (:func:`basis_weights`).
+    v : (n_pix,)
+        Weighted residual ``w (galaxy - model)`` times the multiplicative polynomial.
+    dlhat : (n_freq, n_kin)
+        :func:`ft_jacobian` at ``kin``.
+
+    Returns
+    -------
+    s_kk : (n_kin, n_kin)
+        ``sum_i v_i d2 model_i / d kin d kin``.
+    s_kb : (n_kin, n_basis)
+        ``sum_i v_i d conv_b,i / d kin``: the cross terms with the basis weights.
+    """
+    cu = _parseval_weights(v, offset, n_pix, n_fft)
+    s_kk = ft_hessian(problem.omega, kin, (weights @ problem.template_ft) * cu)
+    s_kb = jnp.real((problem.template_ft * cu[None, :]) @ dlhat).T
+    return s_kk, s_kb
 
 
 def template_gradient(problem, ft_fn, kin, v, offset, n_pix, n_fft):
@@ -320,12 +377,7 @@ def template_gradient(problem, ft_fn, kin, v, offset, n_pix, n_fft):
     """
     ft = problem.template_ft if problem.exact_ft is None else problem.exact_ft
     lhat = ft_fn(problem.omega, kin)
-    u = jnp.zeros(n_fft, dtype=v.dtype).at[offset : offset + n_pix].set(v)
-    uhat = jnp.fft.rfft(u)
-    c = jnp.full(uhat.shape, 2.0).at[0].set(1.0)
-    if n_fft % 2 == 0:
-        c = c.at[-1].set(1.0)
-    return jnp.real(ft @ (c * lhat * jnp.conj(uhat))) / n_fft
+    return jnp.real(ft @ (lhat * _parseval_weights(v, offset, n_pix, n_fft)))
 
 
 def start_velocity(problem, galaxy, w, offset, n_pix, n_fft, vmax_pix):

@@ -178,6 +178,44 @@ def test_gauss_hermite_check_grads():
     check_grads(scalar, (jnp.array([1.1, 2.5, 0.05, -0.07]),), order=1, modes=["rev", "fwd"])
 
 
+@pytest.mark.parametrize("moments", [2, 3, 4, 5, 6])
+def test_gauss_hermite_ft_hessian_equals_second_derivatives(moments):
+    """The closed-form Hessian of Re sum(c * L_hat) against JAX's automatic second
+    derivatives of the transform and against central differences of the transform."""
+    rng = np.random.default_rng(moments)
+    omega = jnp.asarray(OMEGA)
+    c = jnp.asarray(rng.normal(size=OMEGA.size) + 1j * rng.normal(size=OMEGA.size))
+    p = jnp.asarray([1.7, 3.1, 0.06, -0.05, 0.03, -0.02][:moments])
+    family = losvd.LOSVDFamily.gauss_hermite(moments)
+
+    def scalar(q):
+        return jnp.real(jnp.sum(c * losvd.gauss_hermite_ft(omega, q[0], q[1], q[2:])))
+
+    closed = family.ft_hessian(omega, p, c)
+    auto = jax.hessian(scalar)(p)
+    np.testing.assert_allclose(closed, auto, rtol=1e-11, atol=1e-11 * float(jnp.max(jnp.abs(auto))))
+    np.testing.assert_allclose(closed, closed.T, rtol=0, atol=0)
+    step = 1e-4
+    eye = np.eye(moments) * step
+    fd = np.array([[(scalar(p + eye[i] + eye[j]) - scalar(p + eye[i] - eye[j]) - scalar(p - eye[i] + eye[j])
+                     + scalar(p - eye[i] - eye[j])) / (4 * step**2) for j in range(moments)] for i in range(moments)])
+    np.testing.assert_allclose(closed, fd, rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(auto))))
+    if moments > 2:  # the transform is linear in h: no h-h curvature
+        np.testing.assert_array_equal(np.asarray(closed)[2:, 2:], 0.0)
+
+
+def test_sanders_evans_ft_hessian_by_automatic_differentiation():
+    family = losvd.LOSVDFamily.sanders_evans()
+    omega = jnp.asarray(OMEGA)
+    c = jnp.asarray(np.cos(OMEGA) + 0.5j)
+    p = jnp.asarray([0.5, 2.5, 0.6, 0.2])
+    hess = family.ft_hessian(omega, p, c)
+    step = 1e-4
+    grad = jax.grad(lambda q: jnp.real(jnp.sum(c * family.ft(omega, q))))
+    fd = np.array([(grad(p + step * e) - grad(p - step * e)) / (2 * step) for e in np.eye(4)])
+    np.testing.assert_allclose(hess, fd, rtol=1e-5, atol=1e-7 * float(jnp.max(jnp.abs(hess))))
+
+
 def test_gauss_hermite_ft_in_float32_input_keeps_working():
     ft = losvd.gauss_hermite_ft(jnp.asarray(OMEGA, dtype=jnp.float32), 1.0, 2.0, jnp.array([0.1]))
     assert ft.shape == OMEGA.shape and jnp.iscomplexobj(ft)
