@@ -243,10 +243,6 @@ def gauss_hermite_ft_hessian(omega, v, sigma, h, weights):
         im = sum((h[j] * coef[j][1] * term(j + 3) for j in range(n_h) if coef[j][1]), zero)
         return re, im
 
-    def dot(re, im):
-        """Re sum_k weights_k E_k (re + i im)_k."""
-        return jnp.sum(q_re * re - q_im * im)
-
     p0 = series(lambda m: hp[m])
     p0 = (p0[0] + 1.0, p0[1])
     p1 = series(lambda m: math.sqrt(2 * m) * hp[m - 1])
@@ -254,18 +250,24 @@ def gauss_hermite_ft_hessian(omega, v, sigma, h, weights):
     r0 = (p1[0] - k * p0[0], p1[1] - k * p0[1])
     r1 = (p2[0] - p0[0] - k * p1[0], p2[1] - p0[1] - k * p1[1])
     w2 = omega * omega
-    n = 2 + n_h
-    hess = [[jnp.zeros((), dtype=k.dtype)] * n for _ in range(n)]
-    hess[0][0] = dot(-w2 * p0[0], -w2 * p0[1])
-    hess[0][1] = hess[1][0] = dot(w2 * r0[1], -w2 * r0[0])  # -i (re + i im) = im - i re
-    hess[1][1] = dot(w2 * (r1[0] - k * r0[0]), w2 * (r1[1] - k * r0[1]))
+    # second derivatives d2 L / dp_a dp_b = E (re + i im) of the upper triangle, h-h omitted
+    entries = {(0, 0): (-w2 * p0[0], -w2 * p0[1]),
+               (0, 1): (w2 * r0[1], -w2 * r0[0]),  # -i (re + i im) = im - i re
+               (1, 1): (w2 * (r1[0] - k * r0[0]), w2 * (r1[1] - k * r0[1]))}
     for j in range(n_h):
         m = j + 3
         c_re, c_im = coef[j]
-        hess[0][2 + j] = hess[2 + j][0] = dot(omega * c_im * hp[m], -omega * c_re * hp[m])
+        entries[0, 2 + j] = (omega * c_im * hp[m], -omega * c_re * hp[m])
         t = math.sqrt(2 * m) * hp[m - 1] - k * hp[m]
-        hess[1][2 + j] = hess[2 + j][1] = dot(omega * c_re * t, omega * c_im * t)
-    return jnp.stack([jnp.stack(row) for row in hess])
+        entries[1, 2 + j] = (omega * c_re * t, omega * c_im * t)
+    # Re sum_k weights_k E_k (re + i im)_k of every entry as two matrix-vector products
+    # (the same summation order for any batch of spectra, unlike a reduction under vmap)
+    values = (jnp.stack([e[0] for e in entries.values()]) @ q_re
+              - jnp.stack([e[1] for e in entries.values()]) @ q_im)
+    n = 2 + n_h
+    hess = jnp.zeros((n, n), dtype=values.dtype)
+    rows, cols = (jnp.asarray(idx) for idx in zip(*entries))
+    return hess.at[rows, cols].set(values).at[cols, rows].set(values)
 
 
 def gauss_hermite_pdf(x, v, sigma, h):

@@ -109,10 +109,10 @@ def run_ppxf(spectra, ivar, templates, offset, velscale, moments):
     return sol, err, model, time.perf_counter() - t0, time.process_time() - c0
 
 
-def run_cube3d(spectra, ivar, templates, offset, velscale, moments, chunk_size):
+def run_cube3d(spectra, ivar, templates, offset, velscale, moments, chunk_size, **settings):
     from cube3d.fit import FitConfig, FitInput, fit_spectra
 
-    cfg = FitConfig(moments=moments, degree=4, mdegree=0, chunk_size=chunk_size)
+    cfg = FitConfig(moments=moments, degree=4, mdegree=0, chunk_size=chunk_size, **settings)
     t0 = time.perf_counter()
     res = fit_spectra(FitInput(spectra, ivar, templates, offset, velscale), cfg)
     t1, c1 = time.perf_counter(), time.process_time()
@@ -131,6 +131,9 @@ def main(argv=None):
     ap.add_argument("--n-ppxf", type=int, default=None,
                     help="fit only the first this many with ppxf (default all; rates are per spectrum)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--gauss-newton", action="store_true",
+                    help="also time the schedule before the Newton finish (12 iterations, Gauss-Newton steps "
+                         "throughout: n_iter=12, newton_finish=False) in the same run")
     args = ap.parse_args(argv)
 
     import jax
@@ -157,7 +160,16 @@ def main(argv=None):
           f"ratio {rate_first / rate_pp:6.1f}x")
     print(f"cube3d (chunk {args.chunk_size}, compiled):      {t_steady:8.2f} s  {rate_steady:8.2f} spectra/s  "
           f"ratio {rate_steady / rate_pp:6.1f}x  (CPU {1e3 * cpu_steady / args.n:.1f} ms/spectrum, "
-          f"CPU ratio {(cpu_pp / n_pp) / (cpu_steady / args.n):.1f}x)")
+          f"CPU ratio {(cpu_pp / n_pp) / (cpu_steady / args.n):.1f}x); converged (FLAG bit 2 clear) "
+          f"{res.converged.mean():.3f}")
+    if args.gauss_newton:
+        old, _, t_old, _ = run_cube3d(spectra, ivar, templates, offset, velscale, args.moments, args.chunk_size,
+                                      n_iter=12, newton_finish=False)
+        shift = np.abs(old.params - res.params) / res.errors
+        print(f"cube3d, 12 Gauss-Newton iterations (compiled): {t_old:8.2f} s  {args.n / t_old:8.2f} spectra/s  "
+              f"ratio {args.n / t_old / rate_pp:6.1f}x; converged {old.converged.mean():.3f}; median difference from "
+              f"the default " + " ".join(f"{np.nanmedian(shift[:, j]):.3f}" for j in range(shift.shape[1]))
+              + " of an error")
 
     names = res.param_names
     ours, our_err = res.params[:n_pp], res.errors[:n_pp]
