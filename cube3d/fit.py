@@ -478,13 +478,13 @@ class _Spectrum:
         dmult = p.mult_basis * (a @ conv)[None, :]
         return jnp.concatenate([dkin * mpoly[None, :], dmult], axis=0), dkin, dlhat
 
-    def residual_curvature(self, state, w, dkin, dlhat):
+    def residual_curvature(self, state, w, red, dkin, dlhat):
         """``S = sum_i w_i r_i d2 model_i`` over (theta, linear coefficients) at ``state``,
         the term of the chi^2 Hessian that Gauss-Newton drops
         (:func:`cube3d.spectral_model.residual_curvature`): the (theta, theta) and
-        (theta, linear) blocks; the (linear, linear) block is zero."""
+        (theta, linear) blocks; the (linear, linear) block is zero.  ``red``, ``dkin`` and
+        ``dlhat``: the state's reduced columns and :meth:`_theta_columns`' pieces."""
         p, n_kin = self.problem, self.n_kin
-        red = reduced_columns(state.conv, state.mpoly, p)
         wr = w * (self.galaxy - reduce_coef(p, state.coef) @ red)
         a = basis_weights(p, state.coef[: self.n_tpl])
         s_kk, s_kb = residual_curvature(p, self.s.family.ft_hessian, state.theta[:n_kin], a, wr * state.mpoly,
@@ -525,7 +525,7 @@ class _Spectrum:
             # S is not small against J^T W J in the kinematic block).  Far from it
             # S can make the matrix indefinite: after a rejected step (the damping raised
             # above its start) the step is Gauss-Newton's until one is kept.
-            s_tt, s_tl = self.residual_curvature(state, w, dkin, dlhat)
+            s_tt, s_tl = self.residual_curvature(state, w, red, dkin, dlhat)
             use = state.lam <= _LAMBDA_START
             curvature = jnp.block([[s_tt, s_tl], [s_tl.T, jnp.zeros((self.n_lin, self.n_lin))]])
             m = m - jnp.where(use, curvature, 0.0) / (norm[:, None] * norm[None, :])
