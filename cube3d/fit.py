@@ -102,7 +102,6 @@ from .spectral_model import (
     expand,
     ft_jacobian,
     kinematic_jacobian,
-    laplace_covariance,
     legendre_basis,
     linear_solve,
     n_templates,
@@ -612,15 +611,31 @@ class _Spectrum:
 
     def covariance(self, state, w):
         """Laplace covariance over all free parameters, zero-weight templates held at their
-        bound; returns the kinematic block and the number of free parameters."""
-        cols = jnp.concatenate([self.theta_columns(state.theta, state.coef, state.conv, state.mpoly, single=False),
-                                reduced_columns(state.conv, state.mpoly, self.problem)], axis=0)
-        fisher = self.expand_joint(self.expand_joint((cols * w[None, :]) @ cols.T).T)
-        fixed = jnp.concatenate([jnp.zeros(self.n_theta, bool),
-                                 (jnp.arange(self.n_lin) < self.n_tpl) & (state.coef <= 0.0)])
-        # theta and at most rank = n_basis + n_add linear parameters are free (linear_solve)
-        cov = laplace_covariance(fisher, ~fixed, size=cols.shape[0])[: self.n_kin, : self.n_kin]
-        return cov, self.n_theta + jnp.sum(~fixed[self.n_theta :])
+        bound; returns the kinematic block and the number of free parameters.
+
+        The kinematic block of the inverse of the joint Gauss-Newton matrix
+        ``[[G_tt, G_tl], [G_lt, G_ll]]`` is the kinematic block of the inverse of its
+        Schur complement ``G_tt - G_tf G_ff^-1 G_ft`` over theta, with ``f`` the free
+        linear parameters (the block-inverse identity, e.g. Golub & Van Loan 2013,
+        sec. 3.2.11).  ``G_ll`` is the state's normal matrix of its profiled solve, so
+        only the theta rows of the matrix touch the pixels.
+        """
+        p, n_theta = self.problem, self.n_theta
+        jac = self.theta_columns(state.theta, state.coef, state.conv, state.mpoly, single=False)
+        red = reduced_columns(state.conv, state.mpoly, p)
+        jw = jac * w[None, :]
+        g_tt, g_tl = jw @ jac.T, expand(p, jw @ red.T)
+        free = (jnp.arange(self.n_lin) >= self.n_tpl) | (state.coef > 0.0)
+        # parameters scaled to unit diagonal for conditioning
+        norm_t = jnp.sqrt(jnp.abs(jnp.diagonal(g_tt))) + 1e-30
+        norm_l = jnp.sqrt(jnp.abs(jnp.diagonal(state.gram))) + 1e-30
+        g_ll = state.gram / (norm_l[:, None] * norm_l[None, :])
+        g_lt = jnp.where(free[:, None], g_tl.T / (norm_l[:, None] * norm_t[None, :]), 0.0)
+        # at most rank = n_basis + n_add linear parameters are free (linear_solve)
+        solved = jax.vmap(lambda b: restricted_solve(g_ll, b, free, size=red.shape[0]), in_axes=1, out_axes=1)(g_lt)
+        schur = g_tt / (norm_t[:, None] * norm_t[None, :]) - g_lt.T @ solved
+        cov = spd_inverse(0.5 * (schur + schur.T)) / (norm_t[:, None] * norm_t[None, :])
+        return cov[: self.n_kin, : self.n_kin], n_theta + jnp.sum(free)
 
     def finish_exact(self, state, w):
         """The exact finish of a fit on a compressed library (module docstring,
@@ -889,9 +904,9 @@ def _local_quadratic_one(galaxy, w, kin, problem, static):
     spec = _Spectrum(problem, static, galaxy)
     n_kin = spec.n_kin
     kin = jnp.clip(kin, problem.lower[:n_kin], problem.upper[:n_kin])
-    coef, chi2, conv, mpoly, _, _ = spec.profiled(kin, w)
+    coef, chi2, conv, mpoly, gram, _ = spec.profiled(kin, w)
     model = spec.model(coef, conv, mpoly)
-    state = _State(kin, coef, chi2, conv, mpoly, None, None, None)
+    state = _State(kin, coef, chi2, conv, mpoly, gram, None, None)
     jac = spec.theta_columns(kin, coef, conv, mpoly)
     grad = -(jac * w[None, :]) @ (galaxy - model)
     cov, _ = spec.covariance(state, w)

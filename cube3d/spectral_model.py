@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .linalg import bounded_least_squares, cholesky_solve, spd_inverse
+from .linalg import bounded_least_squares, cholesky_solve
 
 __all__ = [
     "SpectralProblem",
@@ -43,7 +43,6 @@ __all__ = [
     "residual_curvature",
     "template_gradient",
     "start_velocity",
-    "laplace_covariance",
 ]
 
 
@@ -397,24 +396,3 @@ def start_velocity(problem, galaxy, w, offset, n_pix, n_fft, vmax_pix):
     den = y0 - 2 * y1 + y2
     frac = jnp.where(jnp.isfinite(den) & (den < 0), 0.5 * (y0 - y2) / den, 0.0)
     return lags[i] + jnp.clip(frac, -0.5, 0.5)
-
-
-def laplace_covariance(fisher, keep, size=None):
-    """Inverse of the Gauss-Newton matrix ``fisher`` (``J W J^T`` over all parameters)
-    restricted to the parameters ``keep``.
-
-    The others (e.g. templates at zero weight) are held fixed: zero rows and columns.
-    With ``size`` (at least the number kept), the kept parameters are gathered into a
-    ``size x size`` matrix first, in their order, and the inverse is returned for those
-    slots only: ``(size, size)``, padded with zeros.  Parameters are scaled to unit
-    diagonal for conditioning; LAPACK-free inverse (``vmap``-safe).
-    """
-    norm = jnp.sqrt(jnp.abs(jnp.diagonal(fisher))) + 1e-30
-    if size is not None and size < fisher.shape[0]:
-        idx = jnp.nonzero(keep, size=size, fill_value=0)[0]
-        keep = jnp.arange(size) < jnp.sum(keep)
-        fisher, norm = fisher[idx[:, None], idx[None, :]], norm[idx]
-    scaled = fisher / (norm[:, None] * norm[None, :])
-    scaled = jnp.where(keep[:, None] & keep[None, :], scaled, 0.0) + jnp.diag(jnp.where(keep, 0.0, 1.0))
-    inv = spd_inverse(scaled) / (norm[:, None] * norm[None, :])
-    return jnp.where(keep[:, None] & keep[None, :], inv, 0.0)
