@@ -161,39 +161,51 @@ def test_sanders_evans_family_recovers_v_sigma(templates):
     np.testing.assert_allclose(np.median(res.params[:, 2:], axis=0), [0.6, 0.3], atol=0.15)
 
 
-@pytest.mark.parametrize("svd_tol, mdegree", [(None, 2), (0.01, 0)])
-def test_covariance_is_the_kinematic_block_of_the_inverse_gauss_newton_matrix(templates, svd_tol, mdegree):
+def _inverse_gauss_newton_kinematic_block(coarse, obs, ivar, res, moments, mdegree, i):
+    """The kinematic block of ``(J^T W J)^-1`` for spectrum ``i`` of fit ``res``: ``J`` by
+    automatic differentiation of the model written out here, the inverse by numpy's LAPACK."""
+    n_pix = obs.shape[1]
+    cfg = FitConfig()
+    problem, n_fft, _ = build_problem(coarse, OFFSET, n_pix, VELSCALE, v_range=cfg.v_range, sigma_max=cfg.sigma_max,
+                                      sigma_start=cfg.sigma_start, shape_bounds=(-np.ones(moments - 2), np.ones(moments - 2)),
+                                      shape_start=np.zeros(moments - 2), degree=4, mdegree=mdegree)
+    ft = LOSVDFamily.gauss_hermite(moments).ft
+    units = np.r_[VELSCALE, VELSCALE, np.ones(moments - 2)]
+    free = res.template_weights[i] > 0
+    index = jnp.asarray(np.flatnonzero(free))
+    a_fixed = jnp.asarray(np.where(free, 0.0, res.template_weights[i]))
+    n_lin = moments + mdegree + index.size
+
+    @jax.jit
+    def model(x):
+        kin, mult = x[:moments], x[moments : moments + mdegree]
+        a = a_fixed.at[index].set(x[moments + mdegree : n_lin])
+        conv = convolved_templates(problem, ft, kin, OFFSET, n_pix, n_fft)
+        return (1.0 + mult @ problem.mult_basis) * (a @ conv) + x[n_lin:] @ problem.add_basis
+
+    x = jnp.asarray(np.concatenate([res.params[i] / units, res.multiplicative[i], res.template_weights[i][free],
+                                    res.additive[i]]))
+    np.testing.assert_allclose(model(x), res.bestfit[i], rtol=1e-9, atol=1e-9 * np.abs(obs[i]).max())
+    jac = np.asarray(jax.jit(jax.jacfwd(model))(x))  # (n_pix, n_params)
+    return np.linalg.inv(jac.T @ (ivar[i][:, None] * jac))[:moments, :moments] * np.outer(units, units)
+
+
+def test_covariance_is_the_kinematic_block_of_the_inverse_gauss_newton_matrix(templates, mock_fit):
     """The reported covariance is the kinematic block of ``(J^T W J)^-1`` over every free
     parameter (LOSVD, multiplicative polynomial, positive template weights, additive
-    polynomial; zero weights held at their bound): ``J`` here from automatic
-    differentiation of the model written out below, the inverse by numpy's LAPACK."""
+    polynomial; zero weights held at their bound): on the compressed library with h3, h4,
+    and on the templates themselves with a multiplicative polynomial."""
     fine, coarse = templates
-    _, obs, ivar = _mock(fine, 3, sn=30, seed=5)
-    cfg = FitConfig(moments=4, degree=4, mdegree=mdegree, svd_tol=svd_tol)
-    res = fit_spectra(FitInput(obs, ivar, coarse, OFFSET, VELSCALE), cfg)
-    n_pix = obs.shape[1]
-    problem, n_fft, _ = build_problem(coarse, OFFSET, n_pix, VELSCALE, v_range=cfg.v_range, sigma_max=cfg.sigma_max,
-                                      sigma_start=cfg.sigma_start, shape_bounds=(-np.ones(2), np.ones(2)),
-                                      shape_start=np.zeros(2), degree=4, mdegree=mdegree)
-    ft = LOSVDFamily.gauss_hermite(4).ft
-    units = np.array([VELSCALE, VELSCALE, 1.0, 1.0])
-    for i in range(len(obs)):
-        free = res.template_weights[i] > 0
-        a_fixed = jnp.asarray(np.where(free, 0.0, res.template_weights[i]))
-        n_free = int(free.sum())
-
-        def model(x):
-            kin, mult = x[:4], x[4 : 4 + mdegree]
-            a = a_fixed.at[jnp.nonzero(free, size=n_free)[0]].set(x[4 + mdegree : 4 + mdegree + n_free])
-            conv = convolved_templates(problem, ft, kin, OFFSET, n_pix, n_fft)
-            return (1.0 + mult @ problem.mult_basis) * (a @ conv) + x[4 + mdegree + n_free :] @ problem.add_basis
-
-        x = np.concatenate([res.params[i] / units, res.multiplicative[i], res.template_weights[i][free],
-                            res.additive[i]])
-        np.testing.assert_allclose(model(jnp.asarray(x)), res.bestfit[i], rtol=1e-9, atol=1e-9 * np.abs(obs[i]).max())
-        jac = np.asarray(jax.jacfwd(model)(jnp.asarray(x)))  # (n_pix, n_params)
-        inverse = np.linalg.inv(jac.T @ (ivar[i][:, None] * jac))
-        np.testing.assert_allclose(res.covariance[i], inverse[:4, :4] * np.outer(units, units), rtol=1e-6)
+    _, obs, ivar, res = mock_fit  # svd_tol 0.01, moments 4
+    for i in range(3):
+        np.testing.assert_allclose(res.covariance[i],
+                                   _inverse_gauss_newton_kinematic_block(coarse, obs, ivar, res, 4, 0, i), rtol=1e-6)
+    _, obs, ivar = _mock(fine, 2, sn=30, seed=5)
+    res = fit_spectra(FitInput(obs, ivar, coarse, OFFSET, VELSCALE),
+                      FitConfig(moments=2, degree=4, mdegree=2, svd_tol=None, chunk_size=2))
+    for i in range(2):
+        np.testing.assert_allclose(res.covariance[i],
+                                   _inverse_gauss_newton_kinematic_block(coarse, obs, ivar, res, 2, 2, i), rtol=1e-6)
 
 
 def test_model_gradient_matches_finite_differences(templates):
