@@ -616,9 +616,9 @@ class _Spectrum:
         The kinematic block of the inverse of the joint Gauss-Newton matrix
         ``[[G_tt, G_tl], [G_lt, G_ll]]`` is the kinematic block of the inverse of its
         Schur complement ``G_tt - G_tf G_ff^-1 G_ft`` over theta, with ``f`` the free
-        linear parameters (the block-inverse identity, e.g. Golub & Van Loan 2013,
-        sec. 3.2.11).  ``G_ll`` is the state's normal matrix of its profiled solve, so
-        only the theta rows of the matrix touch the pixels.
+        linear parameters (the inverse of a partitioned matrix by block elimination).
+        ``G_ll`` is the state's normal matrix of its profiled solve, so only the theta
+        rows of the matrix touch the pixels.
         """
         p, n_theta = self.problem, self.n_theta
         jac = self.theta_columns(state.theta, state.coef, state.conv, state.mpoly, single=False)
