@@ -165,10 +165,10 @@ def _inverse_gauss_newton_kinematic_block(coarse, obs, ivar, res, moments, mdegr
     """The kinematic block of ``(J^T W J)^-1`` for spectrum ``i`` of fit ``res``: ``J`` by
     automatic differentiation of the model written out here, the inverse by numpy's LAPACK."""
     n_pix = obs.shape[1]
-    cfg = FitConfig()
+    cfg, n_shape = FitConfig(), moments - 2
     problem, n_fft, _ = build_problem(coarse, OFFSET, n_pix, VELSCALE, v_range=cfg.v_range, sigma_max=cfg.sigma_max,
-                                      sigma_start=cfg.sigma_start, shape_bounds=(-np.ones(moments - 2), np.ones(moments - 2)),
-                                      shape_start=np.zeros(moments - 2), degree=4, mdegree=mdegree)
+                                      sigma_start=cfg.sigma_start, shape_bounds=(-np.ones(n_shape), np.ones(n_shape)),
+                                      shape_start=np.zeros(n_shape), degree=4, mdegree=mdegree)
     ft = LOSVDFamily.gauss_hermite(moments).ft
     units = np.r_[VELSCALE, VELSCALE, np.ones(moments - 2)]
     free = res.template_weights[i] > 0
