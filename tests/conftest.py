@@ -6,11 +6,11 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # The command line keeps compiled programs in a persistent cache (cube3d.compile_cache).  The tests
-# turn it off, in this process and in the processes they start: once a command run in-process had
-# turned it on, every later program of the pytest worker was serialized into it, and CI once died
-# there with a segmentation fault inside JAX's serializer (`put_executable_and_time`); the run then
-# made no progress until CI's 90 minutes were gone.  test_compile_cache.py turns the cache on in
-# subprocesses of its own.
+# turn it off, in this process and in the processes they start: a command run in-process turns it on
+# for the rest of the pytest worker, whose later programs can then be serialized into it, and CI once
+# died there with a segmentation fault inside JAX's serializer (`put_executable_and_time`); the run
+# then made no progress until CI's 90 minutes were gone.  test_compile_cache.py turns the cache on
+# in subprocesses of its own.
 os.environ["CUBE3D_CACHE_DIR"] = "off"
 
 import jax  # noqa: E402
