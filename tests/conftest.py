@@ -6,11 +6,10 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # The command line keeps compiled programs in a persistent cache (cube3d.compile_cache).  The tests
-# turn it off, in this process and in the processes they start: a command run in-process turns it on
-# for the rest of the pytest worker, whose later programs can then be serialized into it, and CI once
-# died there with a segmentation fault inside JAX's serializer (`put_executable_and_time`); the run
-# then made no progress until CI's 90 minutes were gone.  test_compile_cache.py turns the cache on
-# in subprocesses of its own.
+# turn it off, in this process and in the processes they start, so that a command run in-process does
+# not leave it on for the rest of the pytest worker; test_compile_cache.py turns it on in subprocesses
+# of its own.  (CI once died inside JAX's serializer, `put_executable_and_time`, with the cache on:
+# most likely the worker's memory-mapping limit, see `_release_compiled_programs` below.)
 os.environ["CUBE3D_CACHE_DIR"] = "off"
 
 import jax  # noqa: E402
@@ -36,10 +35,28 @@ def repo_data():
     return REPO / "data"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after every test module.
+
+    Every program XLA compiles for the CPU holds its machine code in memory mappings of its own
+    (~3-10 per program here), and JAX keeps every program it compiled (its caches hold them even after
+    the jitted function is gone) until ``jax.clear_caches()``.  A pytest worker that runs half of the
+    suite compiles thousands of programs; once the process reaches the kernel's limit of 65,530
+    mappings (``vm.max_map_count``), LLVM cannot map the next program's code ("LLVM compilation
+    error: Cannot allocate memory") and XLA dies with a segmentation fault.  Without this fixture a
+    worker here reached 64,739 mappings and once died compiling in the joint NUTS test, as CI's did;
+    with it the largest was 10,553.
+    """
+    yield
+    jax.clear_caches()
+
+
 def pytest_configure(config):
     # A worker that dies (a segmentation fault in compiled code, or pytest-timeout's thread method
-    # ending a hung test) fails its test; under `--dist loadfile` its file goes to a fresh worker,
-    # which runs the failed test again.  Twice is enough to tell a flaky crash from a steady one;
-    # pytest-xdist's default (4 per worker) lets a steady one take most of CI's 90 minutes.
+    # ending a hung test) fails its test.  pytest-xdist 3.8's replacement of a crashed worker under
+    # `--dist loadfile` then hangs the run (pytest-xdist issues #1313, #1378: the dead worker's
+    # finished files are queued again as empty units), as it did on CI until its 90 minutes were
+    # gone.  No restart: the run ends at once, with the crash reported.
     if getattr(config.option, "maxworkerrestart", "") is None:
-        config.option.maxworkerrestart = "2"
+        config.option.maxworkerrestart = "0"
