@@ -45,8 +45,8 @@ def _release_compiled_programs():
     suite compiles thousands of programs; once the process reaches the kernel's limit of 65,530
     mappings (``vm.max_map_count``), LLVM cannot map the next program's code ("LLVM compilation
     error: Cannot allocate memory") and XLA dies with a segmentation fault.  Without this fixture a
-    worker here reached 64,739 mappings and once died compiling in the joint NUTS test, as CI's did;
-    with it the largest was 10,553.
+    worker here reached 64,739 mappings in one full run, and in another died compiling in the joint
+    NUTS test, as CI's did; with it the largest was 10,553.
     """
     yield
     jax.clear_caches()
