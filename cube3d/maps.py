@@ -688,6 +688,8 @@ def read_maps(path):
         The maps in memory; the per-bin spectra (``LOGLAM``, ``SPEC``, ``MODEL``,
         ``WEIGHT``), when present, memory-mapped and read-only, so that a whole cube's
         spectra (GB) are read from disk only where used (one bin's plot reads one row).
+        Being mapped, they keep the file's big-endian byte order, which JAX refuses:
+        ``numpy.asarray(rows, dtype=float)`` gives a native copy of the rows needed.
 
     Raises
     ------

@@ -131,6 +131,8 @@ def test_read_maps_maps_the_spectra_without_reading_them(tmp_path):
     np.testing.assert_array_equal(r.spectra["WEIGHT"], sp["WEIGHT"])
     with pytest.raises(ValueError):
         r.spectra["SPEC"][0, 0] = 1.0  # read-only: the file cannot be changed through it
+    assert not r.spectra["SPEC"].dtype.isnative                 # the file's byte order, as documented
+    assert np.asarray(r.spectra["SPEC"][:2], dtype=float).dtype.isnative
 
 
 def test_units_defaults():
