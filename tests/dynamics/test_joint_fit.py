@@ -5,11 +5,12 @@ NUTS on the same model, and its convergence report, run through the command line
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from dynamics import MGE
-from dynamics.joint_fit import SUMMARY_COLUMNS, fit_laplace
+from dynamics.joint_fit import REFINE_OFFSET, SUMMARY_COLUMNS, _hessian_fd, _newton_offset, _refine, fit_laplace
 from dynamics.joint_mocks import mock_discrete, mock_ifu
 from dynamics.joint_model import JointConfig
 from dynamics.tracer_density import plummer_mge
@@ -41,3 +42,28 @@ def test_laplace_recovers_the_truth(small):
     assert np.isnan(rows["ml"]["r_hat"])                        # no chains: no R-hat
     assert set(res.info["predictions"]) == {"v_model", "vrms_model", "vrms_discrete"}
 
+
+
+def test_newton_offset_is_the_remaining_step_in_posterior_sd():
+    hess = np.array([[4.0, 1.0], [1.0, 2.0]])
+    mode, x = np.array([0.3, -0.2]), np.array([0.5, 0.1])
+    cov = np.linalg.inv(hess)
+    expected = np.max(np.abs(x - mode) / np.sqrt(np.diag(cov)))       # one Newton step lands on the mode
+    assert np.isclose(_newton_offset(hess, hess @ (x - mode)), expected, rtol=1e-12)
+    assert _newton_offset(np.diag([1.0, -1.0]), np.ones(2)) == np.inf
+    assert _newton_offset(np.diag([1.0, np.nan]), np.ones(2)) == np.inf
+
+
+def test_refine_stops_at_the_mode_and_returns_the_hessian_there():
+    a = jnp.array([[3.0, 1.2, 0.0], [1.2, 2.0, -0.5], [0.0, -0.5, 1.0]])
+    potential = jax.jit(jax.value_and_grad(lambda u: 0.5 * u @ a @ u + 0.3 * jnp.sum(u ** 4)))   # mode at 0
+    x0 = np.array([1.5, -1.0, 0.8])
+    res, hess = _refine(potential, x0, _hessian_fd(potential, jnp.asarray(x0)))
+    assert "StopIteration" in str(res.message)               # stopped by the offset, not by scipy's tolerance
+    x = np.asarray(res.x)
+    assert _newton_offset(hess, np.asarray(potential(jnp.asarray(x))[1])) <= REFINE_OFFSET
+    # the Hessian at res.x (its steps came from the Hessian before, hence not to the last digit), not at x0
+    assert np.allclose(hess, _hessian_fd(potential, jnp.asarray(x), like=hess), atol=1e-2)
+    assert not np.allclose(hess, _hessian_fd(potential, jnp.asarray(x0)), atol=1.0)
+    sd = np.sqrt(np.diag(np.linalg.inv(hess)))
+    assert np.max(np.abs(x) / sd) < 2 * REFINE_OFFSET and res.nhev <= 8
