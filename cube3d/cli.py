@@ -242,10 +242,13 @@ def _progress(quiet):
             bar["bar"] = tqdm(total=total, unit="spec", desc="fit", file=sys.stderr)
         bar["bar"].n = done
         bar["bar"].refresh()
+        if done >= total:  # finished: closed now, so that the next stage's lines (GP, writing) come below it
+            close()
 
     def close():
         if bar["bar"] is not None:
             bar["bar"].close()
+            bar["bar"] = None
 
     return update, close
 

@@ -654,3 +654,17 @@ def test_plot_bad_options(fitted, tmp_path, capsys, extra, names):
 def test_plot_output_directory_missing(fitted, tmp_path, capsys):
     out = tmp_path / "no_such_dir" / "maps.png"
     assert_user_error(capsys, ["plot", str(fitted["out"]), "-o", str(out)], tmp_path / "no_such_dir", output=out)
+
+
+def test_progress_bar_is_closed_when_the_fit_is_done(capsys):
+    """The bar ends its line at 100%, so that the next stage's lines (GP, writing) start below it."""
+    from cube3d.cli import _progress
+
+    update, close = _progress(quiet=False)
+    update(0, 4)
+    update(4, 4)
+    print("cube3d: next stage", file=sys.stderr)
+    close()                                             # harmless after the bar closed itself
+    err = capsys.readouterr().err
+    assert "4/4" in err
+    assert err[err.rindex("4/4"):].split("\n")[1] == "cube3d: next stage"
