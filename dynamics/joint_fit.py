@@ -288,8 +288,7 @@ def fit_laplace(key, ifu, discrete, config, *, n_starts=2, n_draws=4000, radii=(
         cov = numpy.diag(1.0 / numpy.maximum(numpy.abs(numpy.diag(hess)), 1e-12))
     else:
         cov = numpy.linalg.inv(0.5 * (hess + hess.T))
-        # the remaining Newton step, in posterior standard deviations: the mode is found when small
-        offset = float(numpy.max(numpy.abs(cov @ grad) / numpy.sqrt(numpy.diag(cov))))
+        offset = _newton_offset(hess, grad)     # the mode is found when the remaining step is small
         if offset > 0.1:
             problems.append(f"optimiser: the mode is still {offset:.2g} posterior sd away (gradient "
                             f"{grad_norm:.2g}; {messages[-1]})")

@@ -43,7 +43,6 @@ def test_laplace_recovers_the_truth(small):
     assert set(res.info["predictions"]) == {"v_model", "vrms_model", "vrms_discrete"}
 
 
-
 def test_newton_offset_is_the_remaining_step_in_posterior_sd():
     hess = np.array([[4.0, 1.0], [1.0, 2.0]])
     mode, x = np.array([0.3, -0.2]), np.array([0.5, 0.1])
