@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 # One BLAS thread for scipy/numpy: JAX keeps both cores busy, and oversubscribed OpenBLAS
@@ -6,17 +8,24 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # The command line keeps compiled programs in a persistent cache (cube3d.compile_cache).  The tests
-# turn it off, in this process and in the processes they start, so that a command run in-process does
-# not leave it on for the rest of the pytest worker; test_compile_cache.py turns it on in subprocesses
-# of its own.  (CI once died inside JAX's serializer, `put_executable_and_time`, with the cache on:
-# most likely the worker's memory-mapping limit, see `_release_compiled_programs` below.)
-os.environ["CUBE3D_CACHE_DIR"] = "off"
+# share one of their own, made afresh for each run (never the user's): this process, the pytest-xdist
+# workers (which inherit the controller's environment) and the commands the tests start all load
+# what any of them compiled before, instead of compiling it again; it is removed when the run ends.
+# test_compile_cache.py checks the cache itself in subprocesses with folders of their own.
+_TEST_CACHE_ENV = "CUBE3D_TEST_CACHE_DIR"
+_OWN_TEST_CACHE = _TEST_CACHE_ENV not in os.environ
+if _OWN_TEST_CACHE:
+    os.environ[_TEST_CACHE_ENV] = tempfile.mkdtemp(prefix="cube3d-tests-xla-")
+os.environ["CUBE3D_CACHE_DIR"] = os.environ[_TEST_CACHE_ENV]
 
 import jax  # noqa: E402
 import pytest
 
+from cube3d.compile_cache import enable_compile_cache  # noqa: E402
+
 # Tests run in float64, as the entry points do.
 jax.config.update("jax_enable_x64", True)
+enable_compile_cache()  # before the first compilation: JAX reads the setting then
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -60,3 +69,8 @@ def pytest_configure(config):
     # gone.  No restart: the run ends at once, with the crash reported.
     if getattr(config.option, "maxworkerrestart", "") is None:
         config.option.maxworkerrestart = "0"
+
+
+def pytest_unconfigure(config):
+    if _OWN_TEST_CACHE:  # the process that made the cache (xdist: the controller, after its workers)
+        shutil.rmtree(os.environ[_TEST_CACHE_ENV], ignore_errors=True)
