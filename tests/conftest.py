@@ -11,7 +11,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # share one of their own, made afresh for each run (never the user's): this process, the pytest-xdist
 # workers (which inherit the controller's environment) and the commands the tests start all load
 # what any of them compiled before, instead of compiling it again; it is removed when the run ends.
-# test_compile_cache.py checks the cache itself in subprocesses with folders of their own.
+# test_compile_cache.py checks the cache itself in subprocesses with folders of their own.  (CI once
+# died inside JAX's serializer, `put_executable_and_time`, with a cache on: most likely the worker's
+# memory-mapping limit, which `_release_compiled_programs` below now keeps it far from.)
 _TEST_CACHE_ENV = "CUBE3D_TEST_CACHE_DIR"
 _OWN_TEST_CACHE = _TEST_CACHE_ENV not in os.environ
 if _OWN_TEST_CACHE:
