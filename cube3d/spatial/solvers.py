@@ -166,6 +166,11 @@ def _dense_evidence(spec, state, amp, scale, resid, noise_scale):
     return gp.log_probability(resid.reshape(-1)[index])
 
 
+# the same, compiled once per kernel and number of observed spaxels (called eagerly it
+# compiled every array operation of tinygp's kernel for each new number of spaxels)
+_dense_evidence_jit = jax.jit(_dense_evidence, static_argnames=("spec",))
+
+
 @functools.partial(jax.jit, static_argnames=("spec",))
 def _dense_posterior(spec, state, amp, scale, resid, noise_scale):
     """Posterior mean and variance on the whole grid (Rasmussen & Williams 2006 eqs.
@@ -199,14 +204,10 @@ class DenseSolver(WeightSpaceSolver):
     def evidence(self):
         return self._evidence
 
-    def _gp(self, amp, scale, noise_scale):
-        from tinygp import GaussianProcess
-
-        return GaussianProcess(tinygp_kernel(self.spec, amp, scale), self.points[self.obs],
-                               diag=self.noise * noise_scale**2)
-
     def log_evidence(self, amp, scale, resid, noise_scale=1.0):
-        return self._gp(amp, scale, noise_scale).log_probability(resid.reshape(-1)[self.obs])
+        return _dense_evidence_jit(self.spec, self._evidence.state, jnp.asarray(amp, dtype=float),
+                                   jnp.asarray(scale, dtype=float), jnp.asarray(resid, dtype=float),
+                                   jnp.asarray(noise_scale, dtype=float))
 
     def posterior(self, amp, scale, resid, noise_scale=1.0):
         state = self._evidence.state + (self.points,)
