@@ -833,20 +833,11 @@ def fit_spectra(data, config=FitConfig(), *, v_start=None, progress=None):
     True
     """
     data = _as_input(data)
-    problem, static, devices = _fit_program(data, config, v_start is None)
-    n_spec = data.spectra.shape[0]
-    v0 = np.zeros(n_spec) if v_start is None else np.broadcast_to(np.asarray(v_start, float) / data.velscale, (n_spec,))
-    out = _run_chunks(lambda g, w, vs: _fit_chunk(g, w, vs, problem, static, devices), (data.spectra, data.ivar, v0),
-                      config, progress, devices)
-    return _to_result(out, static.family, n_templates(problem), config, data.velscale)
-
-
-def _fit_program(data, config, use_xcorr):
-    """The shared arrays, static settings and device count of :func:`fit_spectra`'s
-    compiled chunk (equal results: the same compiled program)."""
     family = validate_config(config)
-    n_pix = data.spectra.shape[1]
+    n_spec, n_pix = data.spectra.shape
     problem, n_fft, _ = _problem_for(data, config, family)
+    use_xcorr = v_start is None
+    v0 = np.zeros(n_spec) if v_start is None else np.broadcast_to(np.asarray(v_start, float) / data.velscale, (n_spec,))
     static = _Static(family=family, offset=data.template_offset, n_pix=n_pix, n_fft=n_fft, n_iter=_iterations(config),
                      clip=config.clip, use_xcorr=use_xcorr, step_limit=float(config.step_limit),
                      start_dchi2=float(config.start_dchi2), chi2_rtol=float(config.chi2_rtol),
@@ -854,35 +845,10 @@ def _fit_program(data, config, use_xcorr):
                      newton_finish=bool(config.newton_finish), **_finish_settings(problem, config))
     static = static._replace(width=_vmap_width(max(problem.template_ft.shape[0], static.n_slots), problem, n_pix,
                                                family.n_params + max(config.mdegree, 0)))
-    return problem, static, n_devices()
-
-
-def compile_fit(templates, template_offset, n_pix, velscale, config=FitConfig(), n_spec=None):
-    """Compile the program that :func:`fit_spectra` runs on chunks of ``n_spec`` spectra
-    of ``n_pix`` pixels with these templates (start velocities from the data), so that
-    a later fit starts at once: JAX keeps the compiled program (and writes it to the
-    persistent compile cache where one is enabled).  Runs it once on a chunk of empty
-    spectra; safe to call from another thread while the spectra are being prepared.
-
-    Parameters
-    ----------
-    templates : ndarray, shape (n_tpl, n_tpl_pix)
-        Log-rebinned templates, as in :class:`FitInput`.
-    template_offset : int
-    n_pix : int
-    velscale : float
-        km/s per pixel.
-    config : FitConfig
-    n_spec : int, optional
-        Spectra of the fit; default ``config.chunk_size`` (a fit of at least one chunk).
-    """
-    n_spec = int(config.chunk_size) if n_spec is None else int(n_spec)
-    zeros = np.zeros((n_spec, int(n_pix)))
-    data = _as_input(FitInput(zeros, zeros, templates, template_offset, velscale))
-    problem, static, devices = _fit_program(data, config, True)
-    chunk = -(-max(1, min(int(config.chunk_size), n_spec)) // devices) * devices
-    blank = jnp.zeros((chunk, int(n_pix)))
-    jax.block_until_ready(_fit_chunk(blank, blank, jnp.zeros(chunk), problem, static, devices))
+    devices = n_devices()
+    out = _run_chunks(lambda g, w, vs: _fit_chunk(g, w, vs, problem, static, devices), (data.spectra, data.ivar, v0),
+                      config, progress, devices)
+    return _to_result(out, family, n_templates(problem), config, data.velscale)
 
 
 def _run_chunks(fn, arrays, config, progress=None, devices=1):

@@ -33,7 +33,6 @@ import dataclasses
 import hashlib
 import os
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -46,7 +45,7 @@ from .cluster import check_cluster_request, dask_client, fit_chunks_on_cluster
 from .compile_cache import CACHE_ENV, active_cache_dir, enable_compile_cache
 from .constants import C_KMS
 from .errors import InputError, ResultWarning
-from .fit import FitConfig, FitResult, compile_fit, fit_spectra, losvd_family, validate_config
+from .fit import FitConfig, FitResult, fit_spectra, losvd_family, validate_config
 from .flags import (
     CLIP_FLAG_FRACTION,
     FLAG_BELOW_RELIABLE_SN,
@@ -360,16 +359,12 @@ def _fit_and_map(cube_path, templates, redshift, prepare, fit, gp, auto_tier, ke
     else:
         jr = Journal(journal, run_key(source, templates, redshift, prepare, fit, chunk_spectra))
         jr.check(overwrite, say)
-    compiling = None
     if jr.has_plan():
         plan = CubePlan.from_arrays(*jr.load_plan())
         plan.repeat_notes(stacklevel=3)  # run_fit's caller
     else:
-        # the fit compiles on another thread while the plan's pass reads the cube (its
-        # first chunk waits for that compilation instead of starting its own)
-        compiling = _CompileAhead(fit) if client is None else None
         plan = plan_cube(source, library, redshift, prepare, chunk_spectra=chunk_spectra,
-                         chunk_size=fit.chunk_size, on_templates=compiling and compiling.start)
+                         chunk_size=fit.chunk_size)
     say(
         f"prepared {plan.n_spec} spectra x {plan.n_pix} pixels at {plan.velscale:.1f} km/s "
         f"({np.exp(plan.ln_wave[0]):.0f}-{np.exp(plan.ln_wave[-1]):.0f} A rest) in {plan.n_chunks} chunks"
@@ -379,8 +374,6 @@ def _fit_and_map(cube_path, templates, redshift, prepare, fit, gp, auto_tier, ke
     check_degrees(plan.n_pix, fit.degree, fit.mdegree, len(plan.template_names), losvd_family(fit).n_params)
     if client is None:
         _fit_missing_chunks(source, plan, fit, jr, keep_spectra, progress, say)
-        if compiling is not None:
-            compiling.join()
     else:
         _fit_missing_chunks_on_cluster(plan, jr, keep_spectra, client, progress, say)
     release_client()
@@ -491,43 +484,6 @@ def _fit_missing_chunks(source, plan, fit, jr, keep_spectra, progress, say):
             raise _journal_error(jr, exc) from None
         n_done += s1 - s0
         _release_free_memory()
-
-
-class _CompileAhead:
-    """Compiles the fit of a run's chunks (:func:`cube3d.fit.compile_fit`) on a thread of its own.
-
-    On the real 40 x 40 MUSE minicube with 63 MILES-HC templates, tracing and compiling
-    the fit takes ~6 s of a ~19 s run; it starts as soon as the plan knows the templates
-    and overlaps the plan's pass over the cube (XLA compiles without the GIL).  A chunk
-    fitted meanwhile waits for the same compilation (JAX compiles a program once).  An
-    error here is left for the chunk's own fit to report.
-    """
-
-    def __init__(self, fit: FitConfig):
-        self.fit, self.thread = fit, None
-
-    def start(self, templates, template_offset, n_pix, velscale):
-        """Begin compiling for these templates and grid (:func:`cube3d.stream.plan_cube`'s ``on_templates``)."""
-        try:  # settings that the run rejects once the plan is made: nothing to compile
-            check_degrees(n_pix, self.fit.degree, self.fit.mdegree, templates.shape[0],
-                          losvd_family(self.fit).n_params)
-        except InputError:
-            return
-        if self.thread is None:
-            self.thread = threading.Thread(target=self._compile, name="cube3d-compile-fit",
-                                           args=(templates, template_offset, n_pix, velscale))
-            self.thread.start()
-
-    def _compile(self, templates, template_offset, n_pix, velscale):
-        try:
-            compile_fit(templates, template_offset, n_pix, velscale, self.fit)
-        except Exception:  # noqa: BLE001 -- the chunks' fits raise it where it can be reported
-            pass
-
-    def join(self):
-        """Wait for the compilation (done long before, when the chunks' fits used it)."""
-        if self.thread is not None:
-            self.thread.join()
 
 
 def _release_free_memory():

@@ -195,8 +195,7 @@ class CubePlan:
 
 
 def plan_cube(source, templates, redshift: float, config: PrepareConfig = PrepareConfig(), *,
-              chunk_spectra: int = STREAM_SPECTRA, chunk_size: int = 16, log=None,
-              on_templates=None) -> CubePlan:
+              chunk_spectra: int = STREAM_SPECTRA, chunk_size: int = 16, log=None) -> CubePlan:
     """The first pass over a cube: selection, bins, templates and chunks (no spectra kept).
 
     Parameters
@@ -211,11 +210,6 @@ def plan_cube(source, templates, redshift: float, config: PrepareConfig = Prepar
         Spectra per chunk, rounded up to a multiple of ``chunk_size`` (:func:`chunk_bounds`).
     log : callable, optional
         Receives one line when the pass is done.
-    on_templates : callable, optional
-        Called as ``on_templates(templates, template_offset, n_pix, velscale)`` once the
-        fitted templates are known, before the pass over the spaxels: at once when every
-        template is used, after the pass when ``n_basis`` chooses some.  (The command line
-        compiles the fit there, while the pass reads the cube.)
 
     Returns
     -------
@@ -233,7 +227,7 @@ def plan_cube(source, templates, redshift: float, config: PrepareConfig = Prepar
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        plan = _plan(source, templates, redshift, config, chunk_spectra, chunk_size, log, on_templates)
+        plan = _plan(source, templates, redshift, config, chunk_spectra, chunk_size, log)
     notes = []
     for w in caught:
         warnings.warn(w.message, w.category, stacklevel=2)
@@ -241,7 +235,7 @@ def plan_cube(source, templates, redshift: float, config: PrepareConfig = Prepar
     return dataclasses.replace(plan, notes=tuple(notes))
 
 
-def _plan(source, templates, redshift, config, chunk_spectra, chunk_size, log, on_templates=None):
+def _plan(source, templates, redshift, config, chunk_spectra, chunk_size, log):
     emission_width = _DEFAULTS["emission_width"]
     margin_kms = _DEFAULTS["margin_kms"]
     min_good_fraction = _DEFAULTS["min_good_fraction"]
@@ -268,9 +262,6 @@ def _plan(source, templates, redshift, config, chunk_spectra, chunk_size, log, o
     t_edges, t_flux = broaden_templates(templates, tpl_edges, grid, lsf_obj, redshift)
     names = tuple(templates.names)
     tpl = rebin_templates(t_edges, t_flux, grid.tpl_ln_edges, tpl_edges, names)
-    choose_basis = config.n_basis is not None and int(config.n_basis) < tpl.shape[0]
-    if on_templates is not None and not choose_basis:
-        on_templates(tpl, int(grid.n_ext), grid.ln_wave.size, grid.velscale)
 
     # the pass: statistics of every spaxel, and the sum of the selected ones for --n-basis
     n_sp, n_pix = ny * nx, grid.ln_wave.size
@@ -314,15 +305,13 @@ def _plan(source, templates, redshift, config, chunk_spectra, chunk_size, log, o
     bin_id[idx_sel] = group
 
     # templates: the basis from the summed spectrum of the selected spaxels
-    if choose_basis:
+    if config.n_basis is not None and int(config.n_basis) < tpl.shape[0]:
         n_used = idx_sel.size
         total = stack * np.where(stack_n > 0, n_used / np.maximum(stack_n, 1), 0.0)
         chosen = select_basis(total / np.median(total[stack_n > 0]), stack_n * 2 >= n_used, tpl,
                               int(config.n_basis), template_offset=grid.n_ext, velscale=grid.velscale)
         tpl = tpl[chosen]
         names = tuple(names[i] for i in chosen)
-        if on_templates is not None:
-            on_templates(tpl, int(grid.n_ext), grid.ln_wave.size, grid.velscale)
     if log is not None:
         kind = f"{n_spec} Voronoi bins of {idx_sel.size} spaxels" if config.target_sn is not None else \
             f"{n_spec} spaxels"

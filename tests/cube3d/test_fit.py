@@ -113,9 +113,6 @@ def test_batched_equals_single_and_no_recompilation(templates, mock_fit, monkeyp
 
     monkeypatch.setattr(fitmod, "_fit_one", counting_fit_one)
     fitmod._fit_chunk.clear_cache()
-    # compile_fit (without spectra) compiles the very program that fit_spectra then runs
-    fitmod.compile_fit(coarse, OFFSET, obs.shape[1], VELSCALE, cfg)
-    assert len(traces) == 1
     many = fit_spectra(FitInput(obs[:20], ivar[:20], coarse, OFFSET, VELSCALE), cfg)  # 3 chunks, last padded
     assert len(traces) == 1  # one trace for all chunks
     fit_spectra(FitInput(obs[:20], ivar[:20], coarse, OFFSET, VELSCALE), cfg)  # same settings: compiled already
