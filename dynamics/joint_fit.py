@@ -82,6 +82,7 @@ class _Problem(NamedTuple):
     potential: object          # jitted u -> (-log p, -grad)
     constrain: object          # jitted u -> dict of parameters
     log_density: object        # u -> log p (not jitted)
+    potential_value: object    # u -> -log p, its gradient from ``potential`` (for NUTS)
 
     def to_unconstrained(self, point):
         x = numpy.array([float(point[n]) for n in self.names])
@@ -110,7 +111,22 @@ def _problem(ifu, discrete, config):
         return ll_ifu + ll_disc + log_jac - log_volume
 
     potential = jax.jit(jax.value_and_grad(lambda u: -log_density(u)))
-    return _Problem(names, lo, hi, potential, jax.jit(constrain), log_density)
+
+    # -log p with the gradient that ``potential`` computes with it: numpyro's NUTS takes the
+    # value and differentiates it; outside its compiled loop (its initialisation) this runs
+    # the program the Laplace fit compiled instead of compiling the JAM code once more
+    @jax.custom_vjp
+    def potential_value(u):
+        return potential(u)[0]
+
+    def value_and_cotangent(u):
+        return potential(u)
+
+    def pullback(grad, ct):
+        return (ct * grad,)
+
+    potential_value.defvjp(value_and_cotangent, pullback)
+    return _Problem(names, lo, hi, potential, jax.jit(constrain), log_density, potential_value)
 
 
 #: Largest finite-difference step of the Hessian in the unconstrained coordinates (for the flattest directions).
@@ -239,8 +255,12 @@ def fit_laplace(key, ifu, discrete, config, *, n_starts=2, n_draws=4000, radii=(
     -------
     JointResult
     """
+    return _laplace(_problem(ifu, discrete, config), key, ifu, discrete, config, n_starts, n_draws, radii, predict)
+
+
+def _laplace(prob, key, ifu, discrete, config, n_starts, n_draws, radii, predict):
+    """:func:`fit_laplace` on the posterior ``prob`` (:func:`_problem` of the same data and config)."""
     t0 = time.perf_counter()
-    prob = _problem(ifu, discrete, config)
     names, potential = prob.names, prob.potential
     rng = numpy.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
     starts = [numpy.zeros(len(names))] + list(prob.prior_draws(rng, max(n_starts - 1, 0)))
@@ -306,7 +326,7 @@ def fit_laplace(key, ifu, discrete, config, *, n_starts=2, n_draws=4000, radii=(
     rows = summary_rows(by_chain, with_diagnostics=False)
     converged = not problems
     if problems:
-        warnings.warn("Laplace fit did not converge: " + "; ".join(problems), stacklevel=2)
+        warnings.warn("Laplace fit did not converge: " + "; ".join(problems), stacklevel=3)  # the caller of fit_*
     return JointResult("laplace", names, by_chain, rows, converged, problems, point, info)
 
 
@@ -339,9 +359,9 @@ def fit_nuts(key, ifu, discrete, config, *, num_warmup=500, num_samples=500, num
     """
     t0 = time.perf_counter()
     k_lap, k_init, k_run = jax.random.split(key, 3)
-    if init is None:
-        init = fit_laplace(k_lap, ifu, discrete, config, n_starts=1, n_draws=1000, predict=False)
     prob = _problem(ifu, discrete, config)
+    if init is None:
+        init = _laplace(prob, k_lap, ifu, discrete, config, 1, 1000, (), False)
     names = prob.names
     # starting points: the Laplace Gaussian in the unconstrained space, covariance doubled
     rng = numpy.random.default_rng(int(jax.random.randint(k_init, (), 0, 2**31 - 1)))
@@ -350,9 +370,9 @@ def fit_nuts(key, ifu, discrete, config, *, num_warmup=500, num_samples=500, num
     init_params = jnp.asarray(starts if num_chains > 1 else starts[0])
     # the Laplace covariance starts the (dense) mass-matrix adaptation: warm-up then begins with
     # steps of the posterior's own scales instead of unit ones
-    # jitted: numpyro's initialisation evaluates the potential and its gradient outside its own
+    # compiled: numpyro's initialisation evaluates the potential and its gradient outside its own
     # compiled loop, which would otherwise dispatch (and compile) the JAM code operation by operation
-    kernel = NUTS(potential_fn=jax.jit(lambda u: -prob.log_density(u)), dense_mass=True,
+    kernel = NUTS(potential_fn=prob.potential_value, dense_mass=True,
                   inverse_mass_matrix=jnp.asarray(0.5 * cov), target_accept_prob=target_accept_prob,
                   max_tree_depth=max_tree_depth)
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,

@@ -7,6 +7,7 @@ from astropy.table import Table
 from cube3d.cli import main
 from cube3d.dynamics_cli import OUTPUT_FILES
 from cube3d.testing.dynamics_files import write_dynamics_mock
+from dynamics import joint_fit
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +51,22 @@ def test_laplace_writes_every_output(mock, tmp_path, capsys):
     assert (out / "summary.ecsv").read_bytes() == before
 
 
-def test_nuts_that_did_not_converge_exits_3(mock, tmp_path, capsys):
+def test_nuts_that_did_not_converge_exits_3(mock, tmp_path, capsys, monkeypatch):
+    traces = []
+    real_parts = joint_fit.log_likelihood_parts
+
+    def counting_parts(*args, **kwargs):  # runs once per trace of the JAM likelihood
+        traces.append(1)
+        return real_parts(*args, **kwargs)
+
+    monkeypatch.setattr(joint_fit, "log_likelihood_parts", counting_parts)
     out = tmp_path / "nuts"
     status = main(_args(mock, out, "--maps", str(mock.maps), "--method", "nuts", "--num-warmup", "10",
                         "--num-samples", "10", "--max-tree-depth", "3", "--no-plots", "-q"))
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 3
+    # the Laplace start's compiled potential is NUTS's too: the likelihood is traced once
+    assert len(traces) == 1
     assert len(err) == 1 and err[0].startswith("cube3d: error: nuts did not converge")
     assert "ESS" in err[0]
     table = Table.read(out / "summary.ecsv")
