@@ -111,6 +111,7 @@ from .spectral_model import (
     start_velocity,
     template_gradient,
 )
+from .xla_options import compiled
 
 __all__ = [
     "FitConfig",
@@ -765,7 +766,7 @@ def _vmap_width(n_basis, problem, n_pix, n_theta):
     return max(1, 1 << int(np.floor(np.log2(max(_CACHE_BYTES / per_spectrum, 1.0)))))
 
 
-@functools.partial(jax.jit, static_argnames=("static", "devices"))
+@compiled(static_argnames=("static", "devices"))
 def _fit_chunk(galaxy, w, v_start, problem, static, devices=1):
     """:func:`_fit_one` over a chunk of spectra (leading axis), compiled once per
     ``static`` settings and chunk shape (JAX's own cache), split over ``devices``
@@ -913,7 +914,7 @@ def _local_quadratic_one(galaxy, w, kin, problem, static):
     return dict(chi2=chi2, grad=grad, hess=spd_inverse(cov), cov=cov, model=model)
 
 
-@functools.partial(jax.jit, static_argnames=("static", "devices"))
+@compiled(static_argnames=("static", "devices"))
 def _local_quadratic_chunk(galaxy, w, kin, problem, static, devices=1):
     """:func:`_local_quadratic_one` over a chunk of spectra, compiled once per settings,
     split over ``devices`` devices."""
@@ -963,7 +964,7 @@ def _profiled_chi2_one(galaxy, w, kins, problem, static):
     return dict(chi2=lax.map(lambda kin: spec.profiled(jnp.clip(kin, lower, upper), w)[1], kins))
 
 
-@functools.partial(jax.jit, static_argnames=("static", "devices"))
+@compiled(static_argnames=("static", "devices"))
 def _profiled_chi2_chunk(galaxy, w, kins, problem, static, devices=1):
     """:func:`_profiled_chi2_one` over a chunk of spectra, split over ``devices`` devices."""
     one = jax.vmap(functools.partial(_profiled_chi2_one, static=static), in_axes=(0, 0, 0, None))
