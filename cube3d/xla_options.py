@@ -4,8 +4,8 @@ XLA's CPU backend lowers its loop fusions with the MLIR "fusion emitters" by def
 older elemental IR emitter, chosen with the debug option ``xla_cpu_use_fusion_emitters =
 False``, compiles the same optimised HLO faster.  On this project's 2-core CPU (jaxlib
 0.10.2) the chunk program of ``cube3d fit`` on the real MUSE minicube (63 MILES-HC
-templates, 3306 pixels) compiled in 3.8-4.0 s instead of 5.0 s, the compiled fits ran at
-the same speed, and the maps agreed with the default's to 4e-11 of the errors
+templates, 3306 pixels) compiled in 3.8-4.8 s instead of 5.0-6.7 s, the compiled fits ran
+at the same speed, and V and sigma agreed with the default's to 4e-10 of their errors
 (``tests/benchmarks/README.md``, "Compile options").
 
 The options are passed per program (``jax.jit(..., compiler_options=...)``), so they touch
