@@ -17,6 +17,7 @@ falls back to XLA's defaults.
 from __future__ import annotations
 
 import functools
+import threading
 
 import jax
 import numpy as np
@@ -43,11 +44,15 @@ class _Program:
 
     def __init__(self, fun, jit_kwargs):
         self._fun, self._jit_kwargs, self._jitted = fun, jit_kwargs, None
+        self._lock = threading.Lock()  # the chunks' threads make their first calls together
         functools.update_wrapper(self, fun)
 
     def _get(self):
         if self._jitted is None:
-            self._jitted = jax.jit(self._fun, compiler_options=supported_options() or None, **self._jit_kwargs)
+            with self._lock:  # one jitted function, so one compilation per shape, whichever thread comes first
+                if self._jitted is None:
+                    self._jitted = jax.jit(self._fun, compiler_options=supported_options() or None,
+                                           **self._jit_kwargs)
         return self._jitted
 
     def __call__(self, *args, **kwargs):

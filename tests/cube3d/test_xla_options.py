@@ -43,9 +43,9 @@ def test_the_options_reach_the_compiled_program(monkeypatch):
     def f(x):
         return jnp.sum(jnp.exp(-x) * jnp.sin(3.0 * x))
 
+    x = jnp.linspace(0.0, 5.0, 1001)
     monkeypatch.setattr(xla_options.jax, "jit", recording_jit)
     with_options = compiled()(f)
-    x = jnp.linspace(0.0, 5.0, 1001)
     value = float(with_options(x))
     assert seen == [{"compiler_options": FAST_COMPILE}]
     monkeypatch.undo()
@@ -56,3 +56,15 @@ def test_the_fit_chunks_are_compiled_with_the_options():
     for program in (fitmod._fit_chunk, fitmod._local_quadratic_chunk, fitmod._profiled_chi2_chunk):
         assert isinstance(program, xla_options._Program)
         assert program._jit_kwargs == {"static_argnames": ("static", "devices")}
+
+
+def test_threads_calling_first_share_one_jitted_function():
+    """The chunks' threads call a program for the first time together: they get one jitted
+    function (so one compilation per shape), not one each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    program = compiled()(lambda x: jnp.cos(x) * 2.0)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda k: program._get(), range(8)))
+    assert all(g is got[0] for g in got)
+    assert float(program(jnp.asarray(0.0))) == 2.0
