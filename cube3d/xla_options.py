@@ -59,6 +59,8 @@ class _Program:
         return self._get()(*args, **kwargs)
 
     def __getattr__(self, name):  # trace, lower, clear_cache, ... of the jitted function
+        if name.startswith("_"):  # not before __init__ has run (copy, pickle): no recursion through _get
+            raise AttributeError(name)
         return getattr(self._get(), name)
 
 

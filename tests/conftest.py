@@ -32,9 +32,13 @@ if _FAST_COMPILE_FLAG not in os.environ.get("XLA_FLAGS", ""):
     import sys
 
     _flags = (os.environ.get("XLA_FLAGS", "") + " " + _FAST_COMPILE_FLAG).strip()
-    _probe = subprocess.run([sys.executable, "-c", "import jax; jax.jit(lambda x: x + 1)(1.0)"],
-                            env=dict(os.environ, XLA_FLAGS=_flags, JAX_PLATFORMS="cpu"), capture_output=True)
-    if _probe.returncode == 0:
+    try:
+        _probe = subprocess.run([sys.executable, "-c", "import jax; jax.jit(lambda x: x + 1)(1.0)"],
+                                env=dict(os.environ, XLA_FLAGS=_flags, JAX_PLATFORMS="cpu"), capture_output=True,
+                                timeout=300)
+    except subprocess.TimeoutExpired:
+        _probe = None
+    if _probe is not None and _probe.returncode == 0:
         os.environ["XLA_FLAGS"] = _flags
 
 import jax  # noqa: E402

@@ -68,3 +68,20 @@ def test_threads_calling_first_share_one_jitted_function():
         got = list(pool.map(lambda k: program._get(), range(8)))
     assert all(g is got[0] for g in got)
     assert float(program(jnp.asarray(0.0))) == 2.0
+
+
+def test_a_program_copies_without_recursing():
+    """Private attributes are never forwarded to the jitted function: a copy (made without
+    ``__init__``, as ``copy`` and ``pickle`` do) raises AttributeError instead of recursing."""
+    import copy
+
+    program = compiled()(lambda x: x + 1.0)
+    clone = copy.copy(program)
+    assert float(clone(jnp.asarray(1.0))) == 2.0
+    bare = xla_options._Program.__new__(xla_options._Program)
+    try:
+        bare._jitted
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("a bare program has no jitted function")
