@@ -90,6 +90,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from dynamics.xla_options import compiled
+
 from . import losvd
 from .basis import svd_basis
 from .devices import n_devices, over_devices, usable_cores
@@ -111,7 +113,6 @@ from .spectral_model import (
     start_velocity,
     template_gradient,
 )
-from .xla_options import compiled
 
 __all__ = [
     "FitConfig",

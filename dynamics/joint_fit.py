@@ -30,6 +30,7 @@ from numpyro.infer import MCMC, NUTS
 
 from .convergence import convergence_problems, warn_if_not_converged
 from .joint_model import derived_masses, log_likelihood_parts, predict_discrete, predict_ifu, prior_bounds
+from .xla_options import compiled
 
 __all__ = ["JointResult", "SUMMARY_COLUMNS", "fit_laplace", "fit_nuts", "summary_rows"]
 
@@ -110,7 +111,8 @@ def _problem(ifu, discrete, config):
         log_jac = jnp.sum(jnp.log(hi - lo) - jax.nn.softplus(-u) - jax.nn.softplus(u))
         return ll_ifu + ll_disc + log_jac - log_volume
 
-    potential = jax.jit(jax.value_and_grad(lambda u: -log_density(u)))
+    # the JAM likelihood's value and gradient: the largest program of a fit (dynamics.xla_options)
+    potential = compiled()(jax.value_and_grad(lambda u: -log_density(u)))
 
     # -log p with the gradient that ``potential`` computes with it: numpyro's NUTS takes the
     # value and differentiates it; outside its compiled loop (its initialisation) this runs
@@ -437,7 +439,7 @@ def _predict_many(points, ifu, discrete, config):
             out["vrms_discrete"] = predict_discrete(p, discrete, config)
         return out
 
-    vals = jax.jit(lambda s: jax.lax.map(one, s))(stacked)
+    vals = compiled()(lambda s: jax.lax.map(one, s))(stacked)
     return {k: numpy.asarray(v) for k, v in vals.items()}
 
 

@@ -282,3 +282,12 @@ def test_shape_mismatch_is_named(templates, mock_fit):
     _, obs, ivar, _ = mock_fit
     with pytest.raises(InputError, match="ivar"):
         fit_spectra(FitInput(obs[:2], ivar[:3], coarse, OFFSET, VELSCALE))
+
+
+def test_the_fit_chunks_are_compiled_with_the_options():
+    """The chunk programs get the compile options of dynamics.xla_options (tests/dynamics/test_xla_options.py)."""
+    from dynamics import xla_options
+
+    for program in (fitmod._fit_chunk, fitmod._local_quadratic_chunk, fitmod._profiled_chi2_chunk):
+        assert isinstance(program, xla_options._Program)
+        assert program._jit_kwargs == {"static_argnames": ("static", "devices")}

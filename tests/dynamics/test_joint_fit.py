@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynamics import MGE
+from dynamics import MGE, xla_options
 from dynamics.joint_fit import (REFINE_OFFSET, SUMMARY_COLUMNS, _hessian_fd, _newton_offset, _problem, _refine,
                                 fit_laplace)
 from dynamics.joint_mocks import mock_discrete, mock_ifu
@@ -86,3 +86,25 @@ def test_refine_stops_at_the_mode_and_returns_the_hessian_there():
     assert not np.allclose(hess, _hessian_fd(potential, jnp.asarray(x0)), atol=1.0)
     sd = np.sqrt(np.diag(np.linalg.inv(hess)))
     assert np.max(np.abs(x) / sd) < 2 * REFINE_OFFSET and res.nhev <= 8
+
+
+def test_the_potential_and_predictions_are_compiled_with_the_options(small, monkeypatch):
+    """The JAM likelihood's value and gradient and the predictions, the largest programs of a
+    joint fit, get the compile options of dynamics.xla_options (tests/dynamics/test_xla_options.py)."""
+    cfg, ifu, stars = small
+    assert isinstance(_problem(ifu, stars, cfg).potential, xla_options._Program)
+    made = []
+
+    class Made(Exception):
+        pass
+
+    def recording(fun, jit_kwargs):  # stops before anything compiles
+        made.append(jit_kwargs)
+        raise Made
+
+    monkeypatch.setattr(xla_options, "_Program", recording)
+    from dynamics.joint_fit import _predict_many
+
+    with pytest.raises(Made):
+        _predict_many([dict(TRUTH)], ifu, None, cfg)
+    assert made == [{}]

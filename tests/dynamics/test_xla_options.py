@@ -1,12 +1,11 @@
-"""cube3d.xla_options: the chunk programs' compile options, and the fallback without them."""
+"""dynamics.xla_options: the large programs' compile options, and the fallback without them."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cube3d import fit as fitmod
-from cube3d import xla_options
-from cube3d.xla_options import FAST_COMPILE, compiled, supported_options
+from dynamics import xla_options
+from dynamics.xla_options import FAST_COMPILE, compiled, supported_options
 
 
 def test_this_jaxlib_accepts_the_options():
@@ -52,10 +51,15 @@ def test_the_options_reach_the_compiled_program(monkeypatch):
     np.testing.assert_allclose(value, float(jax.jit(f)(x)), rtol=1e-13)
 
 
-def test_the_fit_chunks_are_compiled_with_the_options():
-    for program in (fitmod._fit_chunk, fitmod._local_quadratic_chunk, fitmod._profiled_chi2_chunk):
-        assert isinstance(program, xla_options._Program)
-        assert program._jit_kwargs == {"static_argnames": ("static", "devices")}
+def test_a_program_called_inside_a_trace_is_a_plain_jit():
+    """JAX refuses compile options on a nested jit: inside an outer jit, grad or vmap (numpyro's
+    NUTS loop calls the joint potential so) the program is traced without them."""
+    program = compiled()(lambda x: jnp.sum(jnp.sin(x) ** 2))
+    x = jnp.linspace(0.0, 1.0, 7)
+    direct = float(program(x))
+    assert float(jax.jit(lambda y: program(y) + 1.0)(x)) == direct + 1.0
+    np.testing.assert_allclose(jax.grad(program)(x), np.sin(2 * np.asarray(x)), rtol=1e-6)
+    np.testing.assert_allclose(jax.vmap(program)(x[:, None]), np.sin(np.asarray(x)) ** 2, rtol=1e-6)
 
 
 def test_threads_calling_first_share_one_jitted_function():

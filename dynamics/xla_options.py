@@ -1,17 +1,25 @@
-"""XLA compile options for cube3d's large compiled programs (the per-chunk fits).
+"""XLA compile options for the large compiled programs (cube3d's per-chunk fits, the
+joint model's potential).
 
 XLA's CPU backend lowers its loop fusions with the MLIR "fusion emitters" by default; its
 older elemental IR emitter, chosen with the debug option ``xla_cpu_use_fusion_emitters =
-False``, compiles the same optimised HLO faster.  On this project's 2-core CPU (jaxlib
-0.10.2) the chunk program of ``cube3d fit`` on the real MUSE minicube (63 MILES-HC
-templates, 3306 pixels) compiled in 3.8-4.8 s instead of 5.0-6.7 s, the compiled fits ran
-at the same speed, and V and sigma agreed with the default's to 4e-10 of their errors
-(``tests/benchmarks/README.md``, "Compile options").
+False``, compiles the same optimised HLO faster.  On this project's 2-core CPUs (jaxlib
+0.10.2):
+
+* the chunk program of ``cube3d fit`` on the real MUSE minicube (63 MILES-HC templates, 3306
+  pixels) compiled in 3.8-4.8 s instead of 5.0-6.7 s, the compiled fits ran at the same
+  speed, and V and sigma agreed with the default's to 4e-10 of their errors;
+* the joint model's potential (value and gradient of the JAM likelihood,
+  :func:`dynamics.joint_fit.fit_laplace`) of a 12 x 12 map and 100 stars compiled in
+  ~5 s instead of 10.2 s (``tests/benchmarks/README.md``, "Compile options").
 
 The options are passed per program (``jax.jit(..., compiler_options=...)``), so they touch
-nothing else in the user's process.  A jaxlib that does not know an option would reject
-it; :func:`supported_options` checks once per process, by compiling a trivial program, and
-falls back to XLA's defaults.
+nothing else in the user's process; a program traced inside another jitted function (the
+potential inside numpyro's NUTS loop) is compiled with the outer program's options.  A
+jaxlib that does not know an option would reject it; :func:`supported_options` checks once
+per process, by compiling a trivial program, and falls back to XLA's defaults.  The module
+lives in ``dynamics`` so that both packages can use it (``cube3d`` imports ``dynamics``,
+never the reverse).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import numpy as np
 
 __all__ = ["FAST_COMPILE", "supported_options", "compiled"]
 
-#: debug options that make XLA compile the fits faster on the CPU (no effect on GPU code)
+#: debug options that make XLA compile the large programs faster on the CPU (no effect on GPU code)
 FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False}
 
 
@@ -40,10 +48,16 @@ def supported_options():
 
 class _Program:
     """``jax.jit(fun, **jit_kwargs)`` with :func:`supported_options`, built at its first use
-    (the check compiles, which must not happen at import)."""
+    (the check compiles, which must not happen at import).
+
+    Called inside another traced function (an argument is a tracer, e.g. the joint
+    potential inside numpyro's compiled NUTS loop), it is a plain ``jax.jit(fun,
+    **jit_kwargs)``: JAX accepts compile options on top-level programs only, and the
+    outer program is compiled with its own.
+    """
 
     def __init__(self, fun, jit_kwargs):
-        self._fun, self._jit_kwargs, self._jitted = fun, jit_kwargs, None
+        self._fun, self._jit_kwargs, self._jitted, self._nested = fun, jit_kwargs, None, None
         self._lock = threading.Lock()  # the chunks' threads make their first calls together
         functools.update_wrapper(self, fun)
 
@@ -56,6 +70,10 @@ class _Program:
         return self._jitted
 
     def __call__(self, *args, **kwargs):
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs))):
+            if self._nested is None:
+                self._nested = jax.jit(self._fun, **self._jit_kwargs)
+            return self._nested(*args, **kwargs)
         return self._get()(*args, **kwargs)
 
     def __getattr__(self, name):  # trace, lower, clear_cache, ... of the jitted function
