@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError, ResultWarning
-from .flags import FLAG_BELOW_RELIABLE_SN
+from .flags import flags_in_use
 
 #: settings of ``cube3d.spatial.GPConfig`` offered on the command line (kept equal to
 #: ``cube3d.spatial.config.TIERS``/``SOLVERS``/``MEANS``; not imported here so that
@@ -406,19 +406,15 @@ def _cmd_demo(args):
     plot_maps(maps, outdir / "maps.png")
     plot_spectrum_fit(maps, outdir / "spectrum.png")
     v, s = maps.maps["V"], maps.maps["SIGMA"]
-    flag = maps.maps["FLAG"]
-    if args.gp:  # the GP's values are not single spectra's: their S/N floor does not apply
-        flag = flag & ~FLAG_BELOW_RELIABLE_SN
-    good = flag == 0
+    # joint_map's values are not single spectra's: their S/N floor does not apply (cube3d.flags)
+    good = flags_in_use(maps.maps["FLAG"], maps.meta.get("gp_tier")) == 0
     fitted = f"{int((maps.maps['BINID'] >= 0).sum())} spaxels in {int(maps.maps['BINID'].max()) + 1} bins"
     if args.gp:
         fitted = (f"{int((maps.maps['BINID'] >= 0).sum())} spaxels fitted one by one, then a GP spatial prior "
                   f"({maps.meta.get('gp_tier')}, {maps.meta.get('gp_kernel')}); GP maps")
-    print(
-        f"cube3d demo: {fitted}; median V = {np.nanmedian(v[good]):.0f} km/s, "
-        f"median sigma = {np.nanmedian(s[good]):.0f} km/s (relative to z = {args.redshift}); "
-        f"wrote {output}, {outdir / 'maps.png'}, {outdir / 'spectrum.png'}"
-    )
+    values = (f"median V = {np.nanmedian(v[good]):.0f} km/s, median sigma = {np.nanmedian(s[good]):.0f} km/s "
+              f"(relative to z = {args.redshift})" if good.any() else "no spaxel has FLAG 0 (see the FLAG map)")
+    print(f"cube3d demo: {fitted}; {values}; wrote {output}, {outdir / 'maps.png'}, {outdir / 'spectrum.png'}")
 
 
 def main(argv=None):

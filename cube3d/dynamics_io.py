@@ -26,7 +26,7 @@ from dynamics.joint_model import DiscreteData, IfuData
 from dynamics.mge import ARCSEC_PC_PER_MPC, MGE
 
 from .errors import InputError
-from .flags import FLAG_BELOW_RELIABLE_SN
+from .flags import flags_in_use
 from .maps import read_maps
 
 __all__ = ["kpc_per_arcsec", "check_frame", "sky_to_galaxy", "read_table", "read_mge", "read_stars",
@@ -165,8 +165,10 @@ def read_ifu(path, centre, pa, distance, psf_sigma=None, tracer=None):
     """IFU data (:class:`dynamics.joint_model.IfuData`) from a cube3d maps file.
 
     Spaxels with ``FLAG != 0``, ``BINID < 0`` or non-finite values are dropped (in maps
-    from the spatial prior, ``FLAG_BELOW_RELIABLE_SN`` is ignored: it concerns the
-    per-spaxel fits, not the GP's values); bins are renumbered.  Weights within bins: the ``FLUX`` map when present, else the tracer MGE.
+    from the ``joint_map`` spatial prior, ``FLAG_BELOW_RELIABLE_SN`` is ignored: it concerns
+    the per-spaxel fits, not values fitted to the spectra with the prior; the ``two_step``
+    and ``nuts`` tiers take the per-spaxel fits as data and keep it,
+    :func:`cube3d.flags.flags_in_use`); bins are renumbered.  Weights within bins: the ``FLUX`` map when present, else the tracer MGE.
     ``psf_sigma`` (arcsec) defaults to the header's ``psf_sigma_arcsec`` (or ``psf_fwhm_arcsec``).
 
     Returns
@@ -196,8 +198,9 @@ def read_ifu(path, centre, pa, distance, psf_sigma=None, tracer=None):
     m = maps.maps
     flag, binid = m["FLAG"].reshape(-1), m["BINID"].reshape(-1)
     V, Ve, S, Se = (m[k].reshape(-1) for k in ("V", "V_ERR", "SIGMA", "SIGMA_ERR"))
-    if "V_SPAXEL" in m:  # GP maps: their V, SIGMA are not one spectrum's, so its S/N floor does not apply
-        flag = flag & ~FLAG_BELOW_RELIABLE_SN
+    # joint_map's V, SIGMA are not one spectrum's, so its S/N floor does not apply; two_step's and
+    # nuts's take the per-spaxel fits as data and keep it (cube3d.flags.flags_in_use)
+    flag = flags_in_use(flag, maps.meta.get("gp_tier"))
     good = (flag == 0) & (binid >= 0) & np.isfinite(V) & np.isfinite(S) & np.isfinite(Ve) & np.isfinite(Se)
     good &= (Ve > 0) & (Se > 0)
     if not good.any():

@@ -60,6 +60,8 @@ __all__ = [
     "at_bound",
     "unconstrained",
     "spectrum_flags",
+    "GP_TIERS_FITTING_SPECTRA",
+    "flags_in_use",
 ]
 
 FLAG_NOT_FITTED = 1
@@ -185,3 +187,33 @@ def spectrum_flags(result, config, velscale, snr, min_sn=0.0, reliable_sn=RELIAB
     flags |= np.where(np.asarray(result.clipped_fraction) > CLIP_FLAG_FRACTION, FLAG_CLIPPED, 0).astype(np.int32)
     flags |= np.where(unconstrained(result, config), FLAG_UNCONSTRAINED, 0).astype(np.int32)
     return flags
+
+
+#: GP tiers whose values come from fitting the spectra together with the prior
+#: (:mod:`cube3d.spatial.joint`), not from the per-spaxel fits: the S/N floor of one
+#: spectrum's fit (FLAG 128) does not apply to them.  ``two_step`` and ``nuts`` take the
+#: per-spaxel estimates as their data and inherit their bias below the floor (README,
+#: "GP tiers at low S/N": two_step's SIGMA coverage 0.00 at S/N 2-5 on mocks).
+GP_TIERS_FITTING_SPECTRA = ("joint_map",)
+
+
+def flags_in_use(flag, gp_tier=None):
+    """The FLAG bits that apply to a maps file's values: ``flag`` with
+    :data:`FLAG_BELOW_RELIABLE_SN` cleared in maps from a GP tier that fits the spectra
+    themselves (:data:`GP_TIERS_FITTING_SPECTRA`, named by the header's ``gp_tier``).
+
+    Parameters
+    ----------
+    flag : array_like of int
+        The FLAG map.
+    gp_tier : str or None
+        The maps' GP tier (``maps.meta.get("gp_tier")``); None for per-spaxel maps.
+
+    Returns
+    -------
+    numpy.ndarray of int
+    """
+    flag = np.asarray(flag)
+    if gp_tier in GP_TIERS_FITTING_SPECTRA:
+        return flag & ~FLAG_BELOW_RELIABLE_SN
+    return flag

@@ -52,6 +52,7 @@ from .flags import (
     FLAG_CLIPPED,
     FLAG_NOT_FITTED,
     FLAG_UNCONSTRAINED,
+    GP_TIERS_FITTING_SPECTRA,
     RELIABLE_SN,
     spectrum_flags,
     unconstrained,
@@ -411,6 +412,8 @@ def _fit_and_map(cube_path, templates, redshift, prepare, fit, gp, auto_tier, ke
             tier, why = choose_gp_tier(plan.snr[np.asarray(result.ok)])
             gp = gp._replace(tier=tier)
             say(f"gp tier {tier}: {why} (--gp-tier to choose)")
+        else:
+            _warn_about_gp_tier(gp.tier, plan.snr[np.asarray(result.ok)])
         spectra = plan
         if gp.tier == "joint_map":  # fits every spectrum with the prior: all of them in memory
             try:
@@ -646,6 +649,19 @@ def choose_gp_tier(snr):
                              "too noisy to be the GP's data, so spectra and prior are fitted together")
     return "two_step", (f"median S/N per pixel {med:.1f} >= {JOINT_TIER_BELOW_SN:g}: per-spaxel fits are good "
                         "data for the GP (the faster tier)")
+
+
+def _warn_about_gp_tier(tier, snr):
+    """A :class:`~cube3d.errors.ResultWarning` when a tier that takes the per-spaxel fits as
+    its data was asked for below :data:`JOINT_TIER_BELOW_SN`, at the line calling :func:`run_fit`."""
+    med = float(np.nanmedian(np.asarray(snr, float))) if np.size(snr) else 0.0
+    if tier in GP_TIERS_FITTING_SPECTRA or med >= JOINT_TIER_BELOW_SN:
+        return
+    warnings.warn(f"--gp-tier {tier} at a median S/N per pixel of {med:.1f} (< {JOINT_TIER_BELOW_SN:g}): its data are "
+                  "the per-spaxel fits, whose sigma is biased there, and its errors do not cover the truth (SIGMA "
+                  f"coverage 0.00 on mocks at S/N 2-5); spaxels below S/N {RELIABLE_SN:g} keep FLAG "
+                  f"{FLAG_BELOW_RELIABLE_SN}; --gp-tier joint_map fits the spectra with the prior",
+                  ResultWarning, stacklevel=4)
 
 
 # tier -> module implementing it (the two-step tier ships with cube3d.spatial itself)

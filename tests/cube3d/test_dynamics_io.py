@@ -26,6 +26,7 @@ from cube3d.dynamics_io import (
     sky_to_galaxy,
 )
 from cube3d.errors import InputError
+from cube3d.flags import FLAG_BELOW_RELIABLE_SN
 from cube3d.maps import KinematicMaps, write_maps
 
 CENTRE = (150.0, 2.0)
@@ -80,7 +81,7 @@ def write_table(table, path):
     return path
 
 
-def write_ifu(path, drop=(), flag=0, psf=0.8, centre=CENTRE, n=N_SIDE):
+def write_ifu(path, drop=(), flag=0, psf=0.8, centre=CENTRE, n=N_SIDE, meta=None):
     """A cube3d maps file: ``n x n`` spaxels of 1 arcsec, north up, centred on ``centre``."""
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
@@ -93,7 +94,7 @@ def write_ifu(path, drop=(), flag=0, psf=0.8, centre=CENTRE, n=N_SIDE):
             "SIGMA_ERR": np.full((n, n), 6.0), "BINID": np.arange(n * n).reshape(n, n),
             "FLAG": np.full((n, n), flag)}
     maps = {k: v for k, v in maps.items() if k not in drop}
-    meta = {} if psf is None else {"psf_sigma_arcsec": psf}
+    meta = {**({} if psf is None else {"psf_sigma_arcsec": psf}), **(meta or {})}
     write_maps(KinematicMaps(maps=maps, units={}, wcs=wcs, meta=meta), path, overwrite=True)
     return path
 
@@ -436,6 +437,20 @@ def test_maps_no_usable_spaxel(files, capsys):
     with pytest.raises(InputError, match=r"flagged\.fits: no spaxel has FLAG == 0"):
         read_ifu(path, CENTRE, PA, DISTANCE)
     assert_bad_input(capsys, dynamics_args(files, maps=path), "flagged.fits", "no spaxel", outdir=files.outdir)
+
+
+@pytest.mark.parametrize("tier, kept", [(None, 0), ("two_step", 0), ("nuts", 0), ("joint_map", 1)])
+def test_reliable_sn_flag_applies_unless_the_gp_fitted_the_spectra(files, tier, kept):
+    """FLAG 128 (one spectrum below the reliable S/N) drops a spaxel from per-spaxel maps and from
+    GP tiers whose data are the per-spaxel fits; joint_map's values were fitted to the spectra."""
+    path = write_ifu(files.folder / "low_sn.fits", flag=FLAG_BELOW_RELIABLE_SN, meta=None if tier is None else
+                     {"gp_tier": tier})
+    if kept:
+        data, _ = read_ifu(path, CENTRE, PA, DISTANCE)
+        assert data.x.size == N_SIDE * N_SIDE
+    else:
+        with pytest.raises(InputError, match=r"low_sn\.fits: no spaxel has FLAG == 0"):
+            read_ifu(path, CENTRE, PA, DISTANCE)
 
 
 def test_maps_without_psf(files, capsys):
