@@ -116,3 +116,37 @@ def test_derived_masses_add_up():
     assert 10 ** float(out["log10_mass_dark_10kpc"]) == pytest.approx(float(halo.enclosed_mass(10.0)), rel=1e-12)
     assert 10 ** float(out["log10_mass_stars_10kpc"]) == pytest.approx(
         float(FLAT.scaled(3.0).mass_in_sphere(10.0, 60.0)), rel=1e-12)
+
+
+def test_predictions_outside_jit_are_one_program_per_data_set(monkeypatch):
+    """predict_ifu with concrete parameters compiles one program for the data (not one per
+    operation), runs it again for equal data, sees data changed in place, and gives what the
+    same code traced inside a jit gives."""
+    from dynamics import joint_model
+
+    cfg = JointConfig(tracer=FLAT, halo="none")
+    g = (np.arange(4) - 1.5) * 0.2
+    x, y = (c.ravel() for c in np.meshgrid(g, g))
+    one = np.ones(x.size)
+    ifu = IfuData(x, y, np.arange(x.size), one, one, one, one, one, psf_sigma=(0.1,), pixel_size=0.2)
+    p = {k: PARAMS[k] for k in param_names(cfg, True, False)}
+    traces = []
+    real = joint_model.jam_velocity
+
+    def counting(*args, **kwargs):  # runs once per trace of the prediction
+        traces.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(joint_model, "jam_velocity", counting)
+    v1, vrms1 = (np.asarray(a) for a in predict_ifu(p, ifu, cfg))
+    v2, _ = (np.asarray(a) for a in predict_ifu(dict(p), ifu._replace(x=x.copy()), cfg))
+    assert len(traces) == 1                                    # equal data: the same program
+    np.testing.assert_array_equal(v1, v2)
+    inline = jax.jit(lambda q: predict_ifu(q, ifu, cfg))(p)  # traced inline, not through the cache
+    assert len(traces) == 2
+    np.testing.assert_allclose(np.asarray(inline[0]), v1, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(inline[1]), vrms1, rtol=1e-12)
+    ifu.x[:] = -ifu.x                                          # changed in place: a new program
+    v3, _ = (np.asarray(a) for a in predict_ifu(p, ifu, cfg))
+    assert len(traces) == 3
+    np.testing.assert_allclose(v3, -v1, rtol=1e-9, atol=1e-9)  # the rotation is odd in x
