@@ -658,8 +658,8 @@ def _warn_about_gp_tier(tier, snr):
     if tier in GP_TIERS_FITTING_SPECTRA or med >= JOINT_TIER_BELOW_SN:
         return
     warnings.warn(f"--gp-tier {tier} at a median S/N per pixel of {med:.1f} (< {JOINT_TIER_BELOW_SN:g}): its data are "
-                  "the per-spaxel fits, whose sigma is biased there, and its errors do not cover the truth (SIGMA "
-                  f"coverage 0.00 on mocks at S/N 2-5); spaxels below S/N {RELIABLE_SN:g} keep FLAG "
+                  "the per-spaxel fits, whose sigma is biased there, and its errors do not cover the truth (two_step's "
+                  f"SIGMA coverage 0.00 on mocks at S/N 2-5); spaxels below S/N {RELIABLE_SN:g} keep FLAG "
                   f"{FLAG_BELOW_RELIABLE_SN}; --gp-tier joint_map fits the spectra with the prior",
                   ResultWarning, stacklevel=4)
 

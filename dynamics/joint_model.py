@@ -276,9 +276,10 @@ def _digest(data):
     """A hash of the values in ``data`` (its arrays' bytes, shapes and types, and its other leaves)."""
     h = hashlib.blake2b(digest_size=16)
     for leaf in jax.tree.leaves(data):
-        if isinstance(leaf, numpy.ndarray):
-            h.update(f"{leaf.dtype.str}{leaf.shape}".encode())
-            h.update(numpy.ascontiguousarray(leaf).tobytes())
+        if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):  # numpy or jax arrays, numpy scalars
+            values = numpy.asarray(leaf)
+            h.update(f"{values.dtype.str}{values.shape}".encode())
+            h.update(numpy.ascontiguousarray(values).tobytes())
         else:
             h.update(repr(leaf).encode())
     return h.hexdigest()
@@ -294,9 +295,9 @@ def _compiled_for(fn, params, data, config):
     code's folding of symmetric points still applies.  The program is kept for data of
     the same values and the same ``config`` object (the :data:`_MAX_PROGRAMS` most recent),
     so repeated calls run it again without compiling (0.01 s).  Inside a traced function
-    (``params`` are tracers) ``fn`` is traced inline.
+    (``params`` or ``data`` hold tracers) ``fn`` is traced inline.
     """
-    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(params)):
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((params, data))):
         return fn(params, data, config)
     key = (fn, _digest(data), id(config))
     with _PROGRAMS_LOCK:

@@ -11,7 +11,8 @@ False``, compiles the same optimised HLO faster.  On this project's 2-core CPUs 
   speed, and V and sigma agreed with the default's to 4e-10 of their errors;
 * the joint model's potential (value and gradient of the JAM likelihood,
   :func:`dynamics.joint_fit.fit_laplace`) of a 12 x 12 map and 100 stars compiled in
-  ~5 s instead of 10.2 s (``tests/benchmarks/README.md``, "Compile options").
+  6.4 s instead of 10.2 s, its predictions in 1.8 s instead of 3.0 s
+  (``tests/benchmarks/README.md``, "Compile options" and "A different machine").
 
 The options are passed per program (``jax.jit(..., compiler_options=...)``), so they touch
 nothing else in the user's process; a program traced inside another jitted function (the

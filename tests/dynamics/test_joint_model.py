@@ -150,3 +150,10 @@ def test_predictions_outside_jit_are_one_program_per_data_set(monkeypatch):
     v3, _ = (np.asarray(a) for a in predict_ifu(p, ifu, cfg))
     assert len(traces) == 3
     np.testing.assert_allclose(v3, -v1, rtol=1e-9, atol=1e-9)  # the rotation is odd in x
+    # jax arrays whose printed forms agree (numpy prints the ends of long arrays) are told apart
+    wide = jnp.linspace(-0.3, 0.3, 2000)
+    a = ifu._replace(x=wide, y=jnp.zeros(2000))
+    b = a._replace(x=wide.at[1000].set(0.25))
+    assert repr(a.x) == repr(b.x)
+    assert joint_model._digest(a) != joint_model._digest(b)
+    assert joint_model._digest(a) == joint_model._digest(a._replace(x=jnp.array(wide)))
