@@ -84,13 +84,19 @@ def test_outlier_mixture_and_membership_prior():
     assert prob[1] < 1e-3 < 0.5 < prob[0]                     # the -900 km/s star is an outlier
 
 
-def test_bins_are_luminosity_weighted_averages_of_their_spaxels():
+def _four_by_four():
+    """A rotating MGE (no halo), 4 x 4 spaxels of 0.2 kpc, one per bin: ``(config, ifu, params)``."""
     cfg = JointConfig(tracer=FLAT, halo="none")
     g = (np.arange(4) - 1.5) * 0.2
     x, y = (c.ravel() for c in np.meshgrid(g, g))
     one = np.ones(x.size)
-    single = IfuData(x, y, np.arange(x.size), one, one, one, one, one, psf_sigma=(0.1,), pixel_size=0.2)
-    p = {k: PARAMS[k] for k in param_names(cfg, True, False)}
+    ifu = IfuData(x, y, np.arange(x.size), one, one, one, one, one, psf_sigma=(0.1,), pixel_size=0.2)
+    return cfg, ifu, {k: PARAMS[k] for k in param_names(cfg, True, False)}
+
+
+def test_bins_are_luminosity_weighted_averages_of_their_spaxels():
+    cfg, single, p = _four_by_four()
+    x, y = single.x, single.y
     v1, vrms1 = (np.asarray(a) for a in predict_ifu(p, single, cfg))
     binid = np.array([0, 0, 1, 1] * 4)
     w = np.asarray(FLAT.projected(x, y))
@@ -124,12 +130,8 @@ def test_predictions_outside_jit_are_one_program_per_data_set(monkeypatch):
     same code traced inside a jit gives."""
     from dynamics import joint_model
 
-    cfg = JointConfig(tracer=FLAT, halo="none")
-    g = (np.arange(4) - 1.5) * 0.2
-    x, y = (c.ravel() for c in np.meshgrid(g, g))
-    one = np.ones(x.size)
-    ifu = IfuData(x, y, np.arange(x.size), one, one, one, one, one, psf_sigma=(0.1,), pixel_size=0.2)
-    p = {k: PARAMS[k] for k in param_names(cfg, True, False)}
+    cfg, ifu, p = _four_by_four()
+    x = ifu.x
     traces = []
     real = joint_model.jam_velocity
 
