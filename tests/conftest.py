@@ -23,7 +23,8 @@ os.environ["CUBE3D_CACHE_DIR"] = os.environ[_TEST_CACHE_ENV]
 # Most of the suite's time is XLA compiling (1517 s of 2469 s of test time in one run), much of it
 # thousands of tiny programs for eager operations at ~38 ms each.  XLA's older elemental emitter
 # compiles them ~25% faster; the chunk fits and the joint model's potential are compiled with it
-# outside the tests too (dynamics.xla_options).  The values agree with the default code's to rounding (~1e-10 relative).
+# outside the tests too (dynamics.xla_options).  The values agree with the default code's to
+# rounding (~1e-10 relative).
 # Set for this process, the xdist workers and the commands the tests start, once this XLA is seen
 # to accept it (an unknown flag in XLA_FLAGS aborts the process, so it is tried in a subprocess).
 _FAST_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"

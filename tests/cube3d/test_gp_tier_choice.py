@@ -25,7 +25,6 @@ def test_no_spectra_is_low_sn():
     assert choose_gp_tier(np.array([]))[0] == "joint_map"
 
 
-
 @pytest.mark.parametrize("tier", ["two_step", "nuts"])
 def test_a_tier_on_per_spaxel_fits_asked_for_at_low_sn_warns(tier):
     with pytest.warns(ResultWarning, match=rf"--gp-tier {tier} at a median S/N per pixel of 2.8 .*joint_map"):
