@@ -56,6 +56,7 @@ from .jam import JamSettings, bin_average, jam_velocity, jam_vrms
 from .jam_cyl_separable import product_grid
 from .jam_points import jam_vrms_points, point_grid
 from .mge import MGE
+from .xla_options import compiled, holds_tracers
 
 __all__ = ["IfuData", "DiscreteData", "JointConfig", "DEFAULT_PRIORS", "param_names", "prior_bounds",
            "build_mass", "predict_ifu", "predict_discrete", "log_likelihood_parts", "joint_model",
@@ -291,20 +292,20 @@ def _compiled_for(fn, params, data, config):
 
     Run eagerly, the JAM code compiles hundreds of small programs, one per operation and
     shape (14 s for the first ``predict_ifu`` of a 12 x 12 map, against 2.4 s for one
-    program); the data stay concrete numpy arrays inside the closure (a copy), so the JAM
+    program, compiled with :mod:`dynamics.xla_options`); the data stay concrete numpy arrays inside the closure (a copy), so the JAM
     code's folding of symmetric points still applies.  The program is kept for data of
     the same values and the same ``config`` object (the :data:`_MAX_PROGRAMS` most recent),
     so repeated calls run it again without compiling (0.01 s).  Inside a traced function
     (``params`` or ``data`` hold tracers) ``fn`` is traced inline.
     """
-    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((params, data))):
+    if holds_tracers((params, data)):
         return fn(params, data, config)
     key = (fn, _digest(data), id(config))
     with _PROGRAMS_LOCK:
         entry = _PROGRAMS.get(key)
         if entry is None or entry[0] is not config:  # an id reused by a new config
             frozen = jax.tree.map(lambda a: a.copy() if isinstance(a, numpy.ndarray) else a, data)
-            entry = (config, jax.jit(lambda p: fn(p, frozen, config)))
+            entry = (config, compiled()(lambda p: fn(p, frozen, config)))
             _PROGRAMS[key] = entry
             while len(_PROGRAMS) > _MAX_PROGRAMS:
                 _PROGRAMS.popitem(last=False)

@@ -31,7 +31,7 @@ import threading
 import jax
 import numpy as np
 
-__all__ = ["FAST_COMPILE", "supported_options", "compiled"]
+__all__ = ["FAST_COMPILE", "supported_options", "compiled", "holds_tracers"]
 
 #: debug options that make XLA compile the large programs faster on the CPU (no effect on GPU code)
 FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False}
@@ -45,6 +45,11 @@ def supported_options():
     except Exception:  # noqa: BLE001 - an unknown option (JaxRuntimeError) or an old jax without the keyword
         return {}
     return dict(FAST_COMPILE)
+
+
+def holds_tracers(tree):
+    """True when any leaf of ``tree`` is a JAX tracer (the call is being traced by jit, grad, vmap...)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
 
 
 class _Program:
@@ -71,7 +76,7 @@ class _Program:
         return self._jitted
 
     def __call__(self, *args, **kwargs):
-        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs))):
+        if holds_tracers((args, kwargs)):
             if self._nested is None:
                 self._nested = jax.jit(self._fun, **self._jit_kwargs)
             return self._nested(*args, **kwargs)

@@ -57,6 +57,8 @@ def test_a_program_called_inside_a_trace_is_a_plain_jit():
     program = compiled()(lambda x: jnp.sum(jnp.sin(x) ** 2))
     x = jnp.linspace(0.0, 1.0, 7)
     direct = float(program(x))
+    assert not xla_options.holds_tracers((x, {"a": 1.0}))
+    assert jax.jit(lambda y: jnp.asarray(xla_options.holds_tracers([y])))(x)
     assert float(jax.jit(lambda y: program(y) + 1.0)(x)) == direct + 1.0
     np.testing.assert_allclose(jax.grad(program)(x), np.sin(2 * np.asarray(x)), rtol=1e-6)
     np.testing.assert_allclose(jax.vmap(program)(x[:, None]), np.sin(np.asarray(x)) ** 2, rtol=1e-6)
